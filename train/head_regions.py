@@ -103,6 +103,13 @@ def derive_masks(vertices, faces, face_part, part_names, unit_index, unit_delta,
     for part in ("helper-upper-teeth", "helper-lower-teeth", "helper-tongue", "body:mouth_cavity"):
         mouth[part_vertices(faces, face_part, part_names, part)] = 1.0
     eyelids = ramp(unit_motion(EYELID_UNITS, n, *units), 0.0005, 0.002)
+    # the face-unit pack also nudges a few hidden vertices in the nasal cavity: keep the
+    # eyelid mask to what lies around the eyes
+    near_eye = np.zeros(n, bool)
+    for side in ("eye_cavity.R", "eye_cavity.L"):
+        ring = boundary(faces, face_part, part_names, "body:head", "body:" + side)
+        near_eye |= np.linalg.norm(v - v[ring].mean(axis=0), axis=1) < 0.03
+    eyelids *= near_eye
     upper_motion = ramp(unit_motion(UPPER_UNITS, n, *units), 0.0002, 0.001)
     upper = np.maximum(upper_motion, eyelids) * (1.0 - mouth)
     for part in ("helper-l-eye", "helper-r-eye", "body:eye_cavity"):
