@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import zlib
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -33,6 +32,15 @@ SPLIT_SHARE = {"val": 0.08, "test": 0.08}
 HELD_OUT_IDENTITIES = {"val": ("girl",), "test": ("man_long",)}
 SENTENCE_HOLDOUT = {"val": 0.06, "test": 0.06}
 AUGMENT_SHARE = 0.7          # share of sequences that get an augmentation chain
+# Whole voices held out for validation and test: spread over engines, accents and languages.
+HELD_OUT_VOICES = {
+    "val": ("flite:awb", "espeak:en-gb-x-rp+f4", "espeak:fr+m3", "espeak:es+f2"),
+    "test": ("flite:rms", "festival:ked", "espeak:en-029+m7", "espeak:en-us-nyc+f2",
+             "espeak:de+f4", "espeak:it"),
+}
+# Share of sequences per voice family (espeak has ~90 voices, flite and festival 8 together).
+FAMILY_SHARE = {"flite": 0.25, "festival": 0.2, "espeak-en": 0.3, "espeak-other": 0.25}
+SPEAKING_RATE = (0.8, 1.25)  # TTS speed factor range (natural phone durations, unlike tempo)
 
 
 @dataclass(frozen=True)
@@ -45,23 +53,24 @@ class Job:
     sentence: str
     text: str
     identity: str
+    rate: float
     seed: int
 
 
 def sentence_split(sentence_id: str) -> str:
-    """Stable split of a sentence by a hash of its id: 'val', 'test' or 'train'."""
-    u = (zlib.crc32(sentence_id.encode()) % 10_000) / 10_000
-    if u < SENTENCE_HOLDOUT["val"]:
-        return "val"
-    if u < SENTENCE_HOLDOUT["val"] + SENTENCE_HOLDOUT["test"]:
-        return "test"
-    return "train"
+    """Stable split of a sentence id: 'val', 'test' or 'train'."""
+    from train.sentences import split_of
+    return split_of(sentence_id, SENTENCE_HOLDOUT["val"], SENTENCE_HOLDOUT["test"])
+
+
+def text_language(voice_language: str) -> str:
+    """The sentence generator's language for a voice's language tag ('en-gb-x-rp' -> 'en',
+    'pt-br' -> 'pt')."""
+    return "en" if voice_language.startswith("en") else voice_language.split("-")[0]
 
 
 def voice_splits(voices: list) -> dict:
     """Hold out whole voices: for each split a few voices, spread over engines and languages."""
-    from train.voices.catalog import HELD_OUT_VOICES
-
     held = {s: [v for v in HELD_OUT_VOICES[s] if v in voices] for s in ("val", "test")}
     taken = set(held["val"]) | set(held["test"])
     held["train"] = [v for v in voices if v not in taken]
@@ -81,14 +90,34 @@ def plan_jobs(seed: int, start: int, count: int, voices: dict, languages: dict,
         split = "val" if u < SPLIT_SHARE["val"] else (
             "test" if u < SPLIT_SHARE["val"] + SPLIT_SHARE["test"] else "train")
         pool = voices[split] or voices["train"]
-        voice = pool[int(rng.integers(len(pool)))]
+        voice = _pick_voice(rng, pool, languages)
         lang = languages[voice]
         sents = sentences[lang][split] or sentences[lang]["train"]
         sentence_id, text = sents[int(rng.integers(len(sents)))]
         ident = id_split[split][int(rng.integers(len(id_split[split])))]
-        jobs.append(Job(i, f"{i:06d}", split, voice, lang, sentence_id, text, ident,
+        rate = float(rng.uniform(*SPEAKING_RATE))
+        jobs.append(Job(i, f"{i:06d}", split, voice, lang, sentence_id, text, ident, rate,
                         int(rng.integers(2**31 - 1))))
     return jobs
+
+
+def voice_family(voice: str, language: str) -> str:
+    engine = voice.split(":", 1)[0]
+    if engine == "espeak":
+        return "espeak-en" if language.startswith("en") else "espeak-other"
+    return engine
+
+
+def _pick_voice(rng, pool: list, languages: dict) -> str:
+    """A voice from ``pool``: first a family by FAMILY_SHARE (among families present), then a
+    voice of that family uniformly."""
+    families: dict = {}
+    for v in pool:
+        families.setdefault(voice_family(v, languages[v]), []).append(v)
+    names = sorted(families)
+    share = np.array([FAMILY_SHARE[n] for n in names])
+    members = families[names[int(rng.choice(len(names), p=share / share.sum()))]]
+    return members[int(rng.integers(len(members)))]
 
 
 def _pad_timeline(phones, lead, total):
@@ -119,7 +148,7 @@ def make_sequence(job: Job, fps: float):
     meta). Raises SynthesisError when the voice fails on this sentence."""
     from train.voices import synthesize
 
-    syn = synthesize(job.voice, job.text)
+    syn = synthesize(job.voice, job.text, speed=job.rate)
     audio = np.asarray(syn.samples, np.float32)
     if syn.sample_rate != SAMPLE_RATE:
         g = math.gcd(SAMPLE_RATE, syn.sample_rate)
@@ -157,23 +186,30 @@ def _run(args):
     return job, len(audio) / SAMPLE_RATE, None
 
 
-def _inventory(seed: int, voice_ids=None):
-    """Voices by split, voice languages, sentences per language and split."""
+def _inventory(seed: int, hours: float, voice_ids=None):
+    """Voices by split, voice languages, sentences per language and split. The sentence pool
+    grows with the corpus (about one English sentence per sequence, 3000 at most), since
+    generating the text costs ~6 ms per English sentence."""
     from train.sentences import make_sentences
     from train.voices import list_voices
-    from train.voices.catalog import CORPUS_VOICES
+    from train.voices.catalog import CORPUS_VOICE_IDS
 
     available = {v.id: v for v in list_voices()}
-    wanted = voice_ids or CORPUS_VOICES
+    wanted = voice_ids or CORPUS_VOICE_IDS
     voices = [v for v in wanted if v in available]
     missing = [v for v in wanted if v not in available]
-    languages = {v: available[v].language for v in voices}
+    languages = {v: text_language(available[v].language) for v in voices}
     sentences = {}
     for lang in sorted(set(languages.values())):
-        pool = {"train": [], "val": [], "test": []}
-        n = 3000 if lang.startswith("en") else 600
-        for s in make_sentences(lang, n, seed):
-            pool[sentence_split(s.id)].append((s.id, s.text))
+        expected = hours * 3600 / MEAN_SEQ_S
+        n = int(np.clip(expected, 200, 3000)) if lang == "en" else int(np.clip(expected / 4, 60, 600))
+        while True:   # grow the pool until every split has sentences of its own
+            pool = {"train": [], "val": [], "test": []}
+            for s in make_sentences(lang, n, seed):
+                pool[sentence_split(s.id)].append((s.id, s.text))
+            if min(len(v) for v in pool.values()) >= 3:
+                break
+            n *= 2
         sentences[lang] = pool
     return voice_splits(voices), languages, sentences, missing
 
@@ -187,7 +223,7 @@ def generate(out: Path, hours: float, seed: int = 0, workers: int | None = None,
     seq_dir = out / "seq"
     seq_dir.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
-    voices, languages, sentences, missing = _inventory(seed, voice_ids)
+    voices, languages, sentences, missing = _inventory(seed, hours, voice_ids)
     if not voices["train"]:
         raise RuntimeError("no usable voices: install the Debian voices (python3 build.py test "
                            "does) or pass voice ids that list_voices() shows")
