@@ -55,7 +55,9 @@ def blend_groups(phones, times: np.ndarray) -> np.ndarray:
     start = np.array([s for _, s, _ in segs])
     end = np.array([e for _, _, e in segs])
     mid = 0.5 * (start + end)
-    half_core = 0.5 * CORE_FRACTION * (end - start)
+    # a pause holds the rest pose over its whole length; phones over their middle part
+    core = np.array([1.0 if p == "SIL" else CORE_FRACTION for p, _, _ in segs])
+    half_core = 0.5 * core * (end - start)
     t = times[:, None]                                   # (T, 1) against (N,) segments
     before = np.maximum(mid - half_core - t, 0.0)        # (T, N) s until the core starts
     after = np.maximum(t - mid - half_core, 0.0)         # (T, N) s since the core ended

@@ -23,7 +23,7 @@ GROUPS = {
 # Anticipation/carry-over time constants (s) per group: rounding spreads furthest ahead.
 TAU_BEFORE = {"jaw": 0.07, "round": 0.16, "spread": 0.09, "upper_lip": 0.06, "lower_lip": 0.06,
               "tongue": 0.04}
-TAU_AFTER = {"jaw": 0.06, "round": 0.10, "spread": 0.07, "upper_lip": 0.05, "lower_lip": 0.05,
+TAU_AFTER = {"jaw": 0.06, "round": 0.07, "spread": 0.07, "upper_lip": 0.05, "lower_lip": 0.05,
              "tongue": 0.04}
 
 BILABIALS = frozenset({"P", "B", "M"})
