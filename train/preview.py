@@ -19,7 +19,7 @@ PART_COLORS = {"helper-upper-teeth": (0.95, 0.93, 0.85), "helper-lower-teeth": (
 SKIN = (0.8, 0.62, 0.52)
 
 
-def _scene(template, faces, face_part, part_names, size):
+def _scene(template, faces, face_part, part_names, landmarks, size):
     import bpy
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -39,10 +39,11 @@ def _scene(template, faces, face_part, part_names, size):
 
     cam_data = bpy.data.cameras.new("preview_camera")
     cam_data.type = "ORTHO"
-    lo, hi = template.min(axis=0), template.max(axis=0)
-    cam_data.ortho_scale = float(hi[2] - lo[2]) * 0.95
+    # frame the face from below the chin to above the brows, where speech shows
+    chin_z, eye_z = float(template[landmarks["chin"][0], 2]), float(template[landmarks["eye_corners"], 2].mean())
+    cam_data.ortho_scale = 2.1 * (eye_z - chin_z)
     cam = bpy.data.objects.new("preview_camera", cam_data)
-    cam.location = (float(lo[0] + hi[0]) / 2, float(lo[1]) - 1.0, float(lo[2] + hi[2]) / 2)
+    cam.location = (0.0, float(template[:, 1].min()) - 1.0, 0.5 * (chin_z + eye_z))
     cam.rotation_euler = (np.pi / 2, 0.0, 0.0)   # looks along +Y, at the face
     scene.collection.objects.link(cam)
     scene.camera = cam
@@ -67,7 +68,7 @@ def render_sheet(template, offsets, labels, out_png, size=192, columns=None):
 
     head = load_default_head()
     scene, mesh = _scene(np.asarray(template, np.float32), head.faces, head.face_part,
-                         head.part_names, size)
+                         head.part_names, head.landmarks, size)
     tiles = []
     with tempfile.TemporaryDirectory() as tmp:
         for k, off in enumerate(offsets):
