@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sequence import Sequence, check_sequence, read_audio, resample_motion
+from .sequence import Sequence, SequenceDataset
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _pattern_regex(pattern: str) -> re.Pattern:
     return re.compile(body)
 
 
-class MultifaceDataset:
+class MultifaceDataset(SequenceDataset):
     """Sequences of a per-frame-mesh dataset, read lazily: `len(ds)`, `ds[i]`, `for s in ds`.
 
     root: dataset folder. mesh_dir / audio / template: path patterns under root (see module
@@ -190,20 +190,5 @@ class MultifaceDataset:
         if motion.shape[1] != len(template):
             raise ValueError(f"{by_number[numbers[0]]}: {motion.shape[1]} vertices, but the "
                              f"template of {subject!r} has {len(template)}")
-        offsets, fps = motion - template, self.fps
-        if self.target_fps and abs(self.target_fps - fps) > 1e-9:
-            offsets, fps = resample_motion(offsets, fps, self.target_fps), float(self.target_fps)
-        seq = Sequence(audio=read_audio(audio_path), offsets=offsets.astype(np.float32),
-                       template=template, fps=fps, subject=subject, sentence=sentence,
-                       source=str(folder), faces=faces)
-        check_sequence(seq, *self.mismatch)
-        return seq
-
-    def __iter__(self):
-        for i in range(len(self)):
-            try:
-                yield self[i]
-            except (ValueError, KeyError, FileNotFoundError) as exc:
-                if not self.skip_invalid:
-                    raise
-                log.warning("skipping invalid sequence: %s", exc)
+        return self.finish(audio_path, motion - template, template, subject, sentence,
+                           str(folder), faces)

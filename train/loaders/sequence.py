@@ -97,3 +97,38 @@ def resample_motion(positions: np.ndarray, fps: float, target_fps: float) -> np.
     i1 = np.minimum(i0 + 1, len(positions) - 1)
     w = (src - i0)[:, None, None].astype(positions.dtype)
     return positions[i0] * (1 - w) + positions[i1] * w
+
+
+class SequenceDataset:
+    """What every loader shares: finishing a record (frame-rate change, checks) and iterating
+    with ``skip_invalid``. Subclasses set ``fps``, ``target_fps``, ``mismatch`` (seconds,
+    fraction), ``skip_invalid`` and define ``__len__`` and ``__getitem__``."""
+
+    fps: float
+    target_fps: float | None
+    mismatch: tuple
+    skip_invalid: bool
+
+    def finish(self, audio_path, offsets: np.ndarray, template: np.ndarray, subject: str,
+               sentence: str, source: str, faces=None) -> Sequence:
+        """Offsets (T, V, 3) metres at ``self.fps`` -> a checked Sequence (at ``target_fps``)."""
+        fps = self.fps
+        if self.target_fps and abs(self.target_fps - fps) > 1e-9:
+            offsets, fps = resample_motion(offsets, fps, self.target_fps), float(self.target_fps)
+        seq = Sequence(audio=read_audio(audio_path), offsets=offsets.astype(np.float32),
+                       template=template, fps=fps, subject=subject, sentence=sentence,
+                       source=source, faces=faces)
+        check_sequence(seq, *self.mismatch)
+        return seq
+
+    def __iter__(self):
+        import logging
+
+        for i in range(len(self)):
+            try:
+                yield self[i]
+            except (ValueError, KeyError, FileNotFoundError) as exc:
+                if not self.skip_invalid:
+                    raise
+                logging.getLogger(type(self).__module__).warning(
+                    "skipping invalid sequence: %s", exc)

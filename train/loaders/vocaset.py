@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sequence import Sequence, check_sequence, read_audio, resample_motion
+from .sequence import Sequence, SequenceDataset
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def split_stem(stem: str, pattern: str | None = None) -> tuple[str, str]:
     raise ValueError(f"cannot tell subject from sentence in file stem {stem!r} (no '_')")
 
 
-class VocasetDataset:
+class VocasetDataset(SequenceDataset):
     """Sequences of a VOCASET/BIWI folder, read lazily: `len(ds)`, `ds[i]`, `for seq in ds`.
 
     root: the dataset folder. preset: 'vocaset' or 'biwi'. fps: capture rate of the .npy files.
@@ -189,20 +189,4 @@ class VocasetDataset:
                              f"template of {subject!r} has {len(template)} vertices "
                              f"({3 * len(template)} values)")
         offsets = verts.astype(np.float64) * self.scale - template
-        fps = self.fps
-        if self.target_fps and abs(self.target_fps - fps) > 1e-9:
-            offsets, fps = resample_motion(offsets, fps, self.target_fps), float(self.target_fps)
-        seq = Sequence(audio=read_audio(wav), offsets=offsets.astype(np.float32),
-                       template=template, fps=fps, subject=subject, sentence=sentence,
-                       source=str(npy))
-        check_sequence(seq, *self.mismatch)
-        return seq
-
-    def __iter__(self):
-        for i in range(len(self)):
-            try:
-                yield self[i]
-            except (ValueError, KeyError) as exc:
-                if not self.skip_invalid:
-                    raise
-                log.warning("skipping invalid sequence: %s", exc)
+        return self.finish(wav, offsets, template, subject, sentence, str(npy))
