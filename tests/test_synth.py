@@ -116,3 +116,12 @@ def test_other_seed_changes_the_corpus(corpus_dir, tmp_path):
     a = Corpus(corpus_dir).load("000000")
     b = Corpus(tmp_path).load("000000")
     assert (a.meta["text"], a.meta["voice"]) != (b.meta["text"], b.meta["voice"])
+
+
+def test_festival_batch_failure_fails_each_job_not_the_run(tmp_path):
+    jobs = [Job(i, f"{i:06d}", "train", "festival:no-such-voice", "en", "en-x", "Hello there.",
+                "default", 1.0, i) for i in range(3)]
+    results = _run((jobs, tmp_path, 30.0))
+    assert [d for _, d, _ in results] == [None] * 3
+    assert all("no-such-voice" in e for _, _, e in results)
+    assert not list(tmp_path.glob("*"))

@@ -184,10 +184,12 @@ def _run(args):
     jobs, seq_dir, fps = args
     from train.voices import SynthesisError, synthesize_many
 
+    syns = [None] * len(jobs)
     if len(jobs) > 1:
-        syns = synthesize_many(jobs[0].voice, [j.text for j in jobs], speed=jobs[0].rate)
-    else:
-        syns = [None]
+        try:
+            syns = synthesize_many(jobs[0].voice, [j.text for j in jobs], speed=jobs[0].rate)
+        except SynthesisError as exc:   # the engine itself failed: every job of the batch did
+            syns = [exc] * len(jobs)
     results = []
     for job, syn in zip(jobs, syns):
         try:
