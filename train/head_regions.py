@@ -51,12 +51,18 @@ def boundary(faces, face_part, part_names, a, b) -> np.ndarray:
 
 
 def inner_lip_split(vertices, faces, face_part, part_names, *units):
-    """Inner-lip loop split into (upper, lower) vertex index arrays by how jawOpen moves them."""
+    """Inner-lip loop split into (upper, lower) vertex index arrays: below or above the height
+    of the mouth corners (the loop's extreme-x vertices, which belong to neither); checked
+    against jawOpen, which must drop every lower-lip vertex more than any upper-lip one."""
     loop = boundary(faces, face_part, part_names, "body:head", "body:mouth_cavity")
-    jaw = unit_dense("jawOpen", len(vertices), *units)
-    drop = -jaw[loop, 2]
-    lower = loop[drop > 0.5 * drop.max()]
-    upper = loop[drop <= 0.5 * drop.max()]
+    v = vertices
+    corners = loop[[np.argmin(v[loop, 0]), np.argmax(v[loop, 0])]]
+    corner_z = v[corners, 2].mean()
+    upper = loop[v[loop, 2] > corner_z + 0.0002]
+    lower = loop[v[loop, 2] < corner_z - 0.0002]
+    jaw = unit_dense("jawOpen", len(v), *units)
+    if -jaw[lower, 2].min() <= -jaw[upper, 2].max():
+        raise RuntimeError("inner-lip split disagrees with jawOpen; check the head cut")
     return upper, lower
 
 
