@@ -90,6 +90,7 @@ def test_silence_is_rest(head, spoken):
 
 
 def test_open_vowels_open_jaw_and_labiodentals_tuck(spoken):
+    """Jaw opening follows vowel height; /f v/ tuck the lower lip back under the teeth."""
     fps = 100.0
     jaw, roll = ARKIT_INDEX["jawOpen"], ARKIT_INDEX["mouthRollLower"]
     open_jaw, close_jaw, tuck = [], [], []
@@ -102,10 +103,16 @@ def test_open_vowels_open_jaw_and_labiodentals_tuck(spoken):
             elif phone in ("IY", "UW", "S", "Z"):
                 close_jaw.append(w[k, jaw])
             elif phone in ("F", "V"):
-                tuck.append(w[k, roll])
+                tuck.append((w[k, roll], w, k))
     assert open_jaw and close_jaw and tuck
     assert min(open_jaw) > 0.2 and np.mean(open_jaw) > 2 * np.mean(close_jaw)
-    assert min(tuck) > 0.45
+    assert min(r for r, _, _ in tuck) > 0.45
+    # geometry: the lower lip is drawn back under the upper teeth, the jaw nearly closed
+    head = load_default_head()
+    low = head.landmarks["lip_lower"]
+    for _, weights, k in tuck:
+        off = rig_offsets(weights[k:k + 1], head.vertices)[0]
+        assert off[low, 1].mean() > 0.0005 and weights[k, jaw] < 0.15
 
 
 def test_coarticulation_and_anticipatory_rounding():

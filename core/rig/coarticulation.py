@@ -113,7 +113,7 @@ def tuck_labiodentals(weights, phones, times, fps):
     """Raise the lower lip to the upper teeth at every /f v/. Modifies and returns (T, 52)."""
     tuck = _plateau(times, [(s, e) for p, s, e in phones if p in LABIODENTALS], fps, 0.03)
     roll = ARKIT_INDEX["mouthRollLower"]
-    weights[:, roll] = np.maximum(weights[:, roll], 0.55 * tuck)
+    weights[:, roll] = np.maximum(weights[:, roll], 0.75 * tuck)
     for ch in ("mouthLowerDownLeft", "mouthLowerDownRight", "mouthFunnel"):
         weights[:, ARKIT_INDEX[ch]] *= (1 - tuck)
     jaw = ARKIT_INDEX["jawOpen"]
