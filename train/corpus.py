@@ -13,7 +13,7 @@ Layout::
                            shows t = k / fps; phone_names (N,) str canonical phones;
                            phone_times (N, 2) float32 start/end seconds; meta: JSON string
                            (identity, voice, language, text, sentence, augmentation, seed)
-    DIR/failures.jsonl     one line per skipped sentence/voice with the reason
+    DIR/failures.jsonl     one line per sentence/voice skipped by the last run, with the reason
 
 Vertex offsets are not stored: ``offsets = rig_offsets(arkit, template)`` derives them
 (T, V, 3) metres from the weights and the identity's face units at load time, which keeps a

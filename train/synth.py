@@ -260,6 +260,8 @@ def generate(out: Path, hours: float, seed: int = 0, workers: int | None = None,
     out = Path(out)
     seq_dir = out / "seq"
     seq_dir.mkdir(parents=True, exist_ok=True)
+    for stale in seq_dir.glob(".*.tmp.*"):   # leftovers of an interrupted run: redone below
+        stale.unlink()
     workers = workers or os.cpu_count() or 1
     voices, languages, sentences, missing = _inventory(seed, hours, voice_ids)
     if not voices["train"]:
@@ -283,7 +285,7 @@ def generate(out: Path, hours: float, seed: int = 0, workers: int | None = None,
     jobs, done_s, counts = [], 0.0, {"made": 0, "resumed": 0, "failed": 0}
     bar = tqdm(total=round(target_s), unit="s audio", disable=not progress, desc="synth")
     ctx = get_context("fork")
-    with ctx.Pool(workers) as pool, open(out / "failures.jsonl", "a") as failures:
+    with ctx.Pool(workers) as pool, open(out / "failures.jsonl", "w") as failures:
         while done_s < target_s:
             count = max(8, int(math.ceil((target_s - done_s) / MEAN_SEQ_S * 1.05)))
             batch = plan_jobs(seed, len(jobs), count, voices, languages, sentences,
