@@ -86,6 +86,7 @@ def main_demo(argv) -> int:
     args = ap.parse_args(argv)
     main_preview(["--out", str(args.out)])
     info = generate(args.out / "corpus", hours=0.02, seed=0, progress=True)
-    print(f"sample corpus: {args.out / 'corpus'} ({info['hours_made'] * 60:.1f} min of speech, "
-          f"{info['counts']['made'] + info['counts']['resumed']} sequences)")
+    n_seq = info["counts"]["made"] + info["counts"]["resumed"]
+    print(f"sample corpus: {(args.out / 'corpus').resolve()} "
+          f"({info['hours_made'] * 60:.1f} min of speech, {n_seq} sequences)")
     return 0

@@ -161,5 +161,6 @@ def main_preview(argv=None):
                             f"{args.voice}: {args.text}")
     import soundfile as sf
     sf.write(out / "speech.wav", syn.samples, syn.sample_rate)
-    print(f"preview: {sheet}\nlip opening plot: {plot}\naudio: {out / 'speech.wav'}")
+    print(f"preview: {sheet.resolve()}\nlip opening plot: {plot.resolve()}\n"
+          f"audio: {(out / 'speech.wav').resolve()}")
     return 0
