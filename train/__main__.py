@@ -10,7 +10,18 @@ Commands:
 """
 from __future__ import annotations
 
+import importlib
 import sys
+
+# command -> (module, function taking the remaining argv); modules load only when used
+COMMANDS = {
+    "build-head": ("train.cli", "main_build_head"),
+    "synth": ("train.cli", "main_synth"),
+    "align": ("train.align", "main_align"),
+    "preview": ("train.preview", "main_preview"),
+    "demo": ("train.cli", "main_demo"),
+    "bench": ("train.bench", "main_bench"),
+}
 
 
 def main(argv=None) -> int:
@@ -19,26 +30,11 @@ def main(argv=None) -> int:
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "build-head":
-        from train.cli import main_build_head
-        return main_build_head(rest)
-    if command == "synth":
-        from train.cli import main_synth
-        return main_synth(rest)
-    if command == "align":
-        from train.align import main_align
-        return main_align(rest)
-    if command == "preview":
-        from train.preview import main_preview
-        return main_preview(rest)
-    if command == "demo":
-        from train.cli import main_demo
-        return main_demo(rest)
-    if command == "bench":
-        from train.bench import main_bench
-        return main_bench(rest)
-    print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
-    return 2
+    if command not in COMMANDS:
+        print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
+        return 2
+    module, function = COMMANDS[command]
+    return getattr(importlib.import_module(module), function)(rest)
 
 
 if __name__ == "__main__":
