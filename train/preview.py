@@ -17,6 +17,7 @@ PART_COLORS = {"helper-upper-teeth": (0.95, 0.93, 0.85), "helper-lower-teeth": (
                "helper-tongue": (0.75, 0.3, 0.35), "body:mouth_cavity": (0.45, 0.15, 0.18),
                "helper-l-eye": (0.9, 0.9, 0.92), "helper-r-eye": (0.9, 0.9, 0.92)}
 SKIN = (0.8, 0.62, 0.52)
+SKIN_NAME = "skin"
 
 
 def _scene(template, faces, face_part, part_names, landmarks, size):
@@ -54,8 +55,6 @@ def _scene(template, faces, face_part, part_names, landmarks, size):
     scene.render.film_transparent = False
     return scene, mesh
 
-
-SKIN_NAME = "skin"
 
 
 def render_sheet(template, offsets, labels, out_png, size=192, columns=None):

@@ -5,8 +5,9 @@
 Every sequence is one job ``i`` whose content depends only on ``(seed, i)``: its split, voice,
 identity, sentence, leading/trailing silence, augmentation chain and rig style. So a corpus is
 deterministic from its seed whatever the number of workers, and an interrupted run resumes by
-skipping the jobs whose ``.npz`` already exists. Jobs run in worker processes (the espeak-ng
-library keeps global state; processes keep it apart). Format: ``train/corpus.py``.
+skipping the jobs whose ``.npz`` already exists. Jobs run in a pool of worker processes, one
+per core; festival jobs of one voice and rate share one festival process. Format:
+``train/corpus.py``.
 """
 from __future__ import annotations
 
