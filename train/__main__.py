@@ -6,7 +6,9 @@ Commands:
   align        force-align real speech to its transcript -> phone timeline (+ rig weights)
   preview      render rig frames on the default head (PNG contact sheet + lip-opening plot)
   demo         what `python3 build.py demo` runs: a preview of the rig on a synthesized clip
-  bench        corpus generation speed (what `python3 build.py bench` runs)
+  bench        benchmarks (what `python3 build.py bench` runs)
+  fit          train the model: stage 1, stage 2 prior, export (CORPUS --out RUN)
+  evaluate     score a checkpoint and baselines on the test split and real clips (CKPT CORPUS)
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ COMMANDS = {
     "preview": ("train.preview", "main_preview"),
     "demo": ("train.cli", "main_demo"),
     "bench": ("train.bench", "main_bench"),
+    "fit": ("train.fit", "main_fit"),
+    "evaluate": ("train.evaluate", "main_evaluate"),
 }
 
 

@@ -1,0 +1,210 @@
+"""Inference: speech -> ``Animation`` on a template. ``animate()`` is what the add-on and
+``python3 -m core animate`` call.
+
+Long audio is processed window by window. Every temporal layer of the model has a known, finite
+context ("valid" convolutions), and each window is fed exactly the context it needs, so the
+result equals a single pass over the whole file: there is no seam to hide. The prior's state is
+carried from window to window, so the upper face flows on as well. Memory is bounded by the
+window size plus the (T, K) coefficients; the (T, V, 3) offsets are only produced on request,
+a few frames at a time (``Animation.offsets``, ``write_npz``).
+"""
+from __future__ import annotations
+
+import math
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .arkit import ARKIT_NAMES
+from .assets import ASSETS, load_default_head
+from .audio import MODEL_RATE, load_speech, log_mel, normalize_utterance
+from .checkpoint import load_model
+from .model import MM, PAD_SECONDS, mel_window
+
+DEFAULT_CHECKPOINT = ASSETS / "default_model.safetensors"
+SILENCE_DBFS = -60.0          # a file whose loudest 25 ms stays below this is treated as silence
+
+
+class Cancelled(RuntimeError):
+    """Raised by ``animate`` when its ``cancel`` callable returns True."""
+
+
+@dataclass
+class Animation:
+    """Per-frame offsets on ``template``, stored low-rank:
+    offsets[t] = coeffs[t] @ basis + bias, reshaped to (V, 3), metres.
+
+    fps: frames per second; frame k shows time k / fps. template (V, 3) float32 m; faces (F, 4)
+    int32; lip_pairs (K, 2) int32 inner-lip (upper, lower) vertex pairs; coeffs (T, R) float32;
+    basis (R, V*3) float32 m; bias (V*3,) float32 m; arkit_weights (T, 52) float32 in 0..1."""
+    fps: float
+    template: np.ndarray
+    faces: np.ndarray
+    lip_pairs: np.ndarray
+    coeffs: np.ndarray
+    basis: np.ndarray
+    bias: np.ndarray
+    arkit_weights: np.ndarray
+    duration_s: float
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.coeffs)
+
+    def offsets(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Offsets (n, V, 3) float32 metres of frames start..stop-1 (all frames by default:
+        mind the size, 10 minutes at 30 fps on the default head is ~1 GB)."""
+        c = self.coeffs[start:stop]
+        return (c @ self.basis + self.bias).reshape(len(c), -1, 3).astype(np.float32, copy=False)
+
+    def iter_offsets(self, chunk: int = 256):
+        """Yield (start, offsets (n, V, 3)) blocks of at most ``chunk`` frames."""
+        for s in range(0, self.n_frames, chunk):
+            yield s, self.offsets(s, s + chunk)
+
+
+@lru_cache(maxsize=4)
+def _cached_model(path: str, mtime: float):
+    return load_model(path)
+
+
+def get_model(checkpoint=None):
+    """(model, prior, metadata) for a checkpoint path, the shipped default model if None."""
+    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    if not path.is_file():
+        from .checkpoint import CheckpointError
+        raise CheckpointError(f"{path}: no such checkpoint" + (
+            "; the default model is missing from core/assets, see README 'Training'"
+            if checkpoint is None else ""))
+    return _cached_model(str(path.resolve()), path.stat().st_mtime)
+
+
+def is_silent(samples16k: np.ndarray) -> bool:
+    """True when no 25 ms block reaches SILENCE_DBFS (RMS re full scale)."""
+    n = len(samples16k) // 400 * 400
+    if n == 0:
+        return float(np.sqrt(np.mean(samples16k ** 2))) < 10 ** (SILENCE_DBFS / 20)
+    rms = np.sqrt(np.mean(samples16k[:n].reshape(-1, 400).astype(np.float64) ** 2, axis=1))
+    return float(rms.max()) < 10 ** (SILENCE_DBFS / 20)
+
+
+def _resample_frames(x: np.ndarray, fps_in: float, fps_out: float, n_out: int) -> np.ndarray:
+    """Linear interpolation of per-frame values (N, D) from fps_in to n_out frames at fps_out."""
+    pos = np.arange(n_out) * (fps_in / fps_out)
+    i0 = np.clip(np.floor(pos).astype(np.int64), 0, len(x) - 1)
+    i1 = np.clip(i0 + 1, 0, len(x) - 1)
+    w = (pos - i0)[:, None].astype(np.float32)
+    return (x[i0] * (1 - w) + x[i1] * w).astype(np.float32)
+
+
+@torch.no_grad()
+def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template=None,
+            model=None, seed: int = 0, progress=None, cancel=None,
+            temperature: float | None = 1.0, window_s: float = 20.0) -> Animation:
+    """Speech -> Animation.
+
+    samples: a path (any file soundfile reads) or an array (S,) / (S, channels) with
+    ``sample_rate``; fps: output frame rate; template: (V, 3) metres on the default head's
+    topology (an identity), default head if None; model: (model, prior, meta) from
+    ``get_model``, the shipped default if None; seed: draws the upper face (blinks, brows);
+    the mouth does not depend on it; temperature: prior sampling temperature (None: argmax);
+    progress(fraction 0..1) is called after each window; cancel() -> True stops with
+    ``Cancelled``. T = ceil(duration * fps) frames."""
+    if not (isinstance(fps, (int, float)) and 1 <= fps <= 1000):
+        raise ValueError(f"fps must be between 1 and 1000, got {fps!r}")
+    head = load_default_head()
+    template = head.vertices if template is None else np.asarray(template, np.float32)
+    if template.shape != head.vertices.shape:
+        raise ValueError(f"template has shape {template.shape}, the model animates meshes with "
+                         f"the default head's {head.vertices.shape}; retarget other meshes")
+    net, prior, _ = model or get_model()
+    cfg = net.cfg
+    x = load_speech(samples, sample_rate)
+    duration = len(x) / MODEL_RATE
+    n_out = max(1, math.ceil(duration * fps))
+    basis = (net.basis.weight.T / MM).numpy()
+    bias = (net.basis.bias / MM).numpy()
+    if is_silent(x):
+        if progress:
+            progress(1.0)
+        return Animation(float(fps), template, head.faces, head.landmarks["lip_pairs"],
+                         np.zeros((n_out, cfg.rank), np.float32), basis, np.zeros_like(bias),
+                         np.zeros((n_out, len(ARKIT_NAMES)), np.float32), duration)
+    pad = np.zeros(int(PAD_SECONDS * MODEL_RATE), np.float32)
+    mel = normalize_utterance(log_mel(np.concatenate([pad, x, pad])))[None]   # (1, n_mels, M)
+    del x
+    ctx = net.decoder.ctx
+    n_model = math.ceil(duration * cfg.fps) + 1            # one spare frame to interpolate into
+    window = max(8 * ctx + 8, int(window_s * cfg.fps))
+    n_steps = 2 * math.ceil((n_model + 2 * ctx) / window)
+    done = 0
+
+    def tick():
+        nonlocal done
+        done += 1
+        if cancel is not None and cancel():
+            raise Cancelled("animation cancelled")
+        if progress:
+            progress(min(1.0, done / n_steps))
+
+    # phase A: codes for frames -ctx .. n_model+ctx-1 (audio heads argmax, expression heads prior)
+    rng = np.random.default_rng(seed)
+    codes, state = [], None
+    for a in range(-ctx, n_model + ctx, window):
+        n = min(window, n_model + ctx - a)
+        start, length, rel = mel_window(a, n, cfg.fps, net.audio.past, net.audio.future)
+        feat = net.audio_features(mel[:, :, start:start + length], rel)               # (1, n, Da)
+        a_codes = net.logits(feat)[0][0].argmax(-1)                                    # (n, Ha)
+        e_codes, state = prior.sample(feat[0], a_codes, rng, temperature, state)
+        codes.append(np.concatenate([a_codes.numpy(), e_codes], 1))
+        tick()
+    codes = torch.from_numpy(np.concatenate(codes))                 # (n_model + 2 ctx, H)
+    # phase B: decode windows of frames, each with ctx frames of codes on both sides
+    tfeat = net.decoder.template_features(torch.from_numpy(template)[None])
+    coeffs = np.zeros((n_model, cfg.rank), np.float32)
+    for k0 in range(0, n_model, window):
+        k1 = min(n_model, k0 + window)
+        one_hot = torch.nn.functional.one_hot(codes[k0:k1 + 2 * ctx], cfg.classes).float()[None]
+        coeffs[k0:k1] = net.decoder(one_hot, tfeat)[0].numpy()
+        tick()
+    coeffs = _resample_frames(coeffs, cfg.fps, fps, n_out)
+    arkit = np.clip(coeffs @ net.arkit.weight.T.numpy() + net.arkit.bias.numpy(), 0, 1)
+    return Animation(float(fps), template, head.faces, head.landmarks["lip_pairs"], coeffs,
+                     basis, bias, arkit.astype(np.float32), duration)
+
+
+def _write_npy(zf: zipfile.ZipFile, name: str, shape: tuple, dtype, blocks) -> None:
+    """Stream an array into an open zip as NAME.npy from an iterable of C-ordered blocks."""
+    dtype = np.dtype(dtype)
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+        np.lib.format.write_array_header_2_0(fh, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                  "fortran_order": False, "shape": tuple(shape)})
+        for block in blocks:
+            fh.write(np.ascontiguousarray(block, dtype).tobytes())
+
+
+def write_npz(anim: Animation, path) -> Path:
+    """Save the ``python3 -m core animate`` contract: offsets (T, V, 3) float32 m, template
+    (V, 3) float32 m, faces int32, fps, lip_pairs int32 (K, 2), arkit_weights (T, 52) float32,
+    arkit_names. Offsets are streamed, so memory stays at a few hundred frames. Written to a
+    temporary name and renamed, so a failed run never leaves a partial file behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    small = {"template": anim.template.astype(np.float32), "faces": anim.faces.astype(np.int32),
+             "fps": np.array(anim.fps, np.float64), "lip_pairs": anim.lip_pairs.astype(np.int32),
+             "arkit_weights": anim.arkit_weights.astype(np.float32),
+             "arkit_names": np.array(ARKIT_NAMES)}
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            _write_npy(zf, "offsets", (anim.n_frames,) + anim.template.shape, np.float32,
+                       (o for _, o in anim.iter_offsets()))
+            for name, arr in small.items():
+                _write_npy(zf, name, arr.shape, arr.dtype, [arr])
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,117 @@
+"""Stage 2: an autoregressive prior over the expression codes, conditioned on the audio.
+
+p(e_t | e_<t, audio) = prod_h p(e_t,h | e_t,<h, e_<t, audio features_t, audio codes_t)
+
+- causal in time: a GRU whose input at frame t is the audio features and audio-head codes of
+  frame t and the expression codes of frame t-1;
+- masked across heads: head h of frame t also sees the heads g < h already drawn for frame t
+  (a block-triangular linear map, MADE style).
+
+Why this is cheap: MeshTalk's sampler re-runs its whole context network for each of T x H steps
+over a growing history. Here the audio part of every frame's input is computed for the whole
+utterance at once, the recurrence carries a fixed-size state (so cost is linear in T and long
+audio is sampled window by window with the state carried over), and inside a frame each further
+head costs one argmax and one row addition. Sampling runs in numpy with the Gumbel noise drawn
+up front from the caller's seeded generator, so a seed gives the same face every time. Only the
+expression heads are sampled: the audio heads (the mouth) come from the audio encoder directly.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .model import ModelConfig
+
+
+class CodePrior(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        ha, he, c, p = cfg.heads_audio, cfg.heads_expr, cfg.classes, cfg.prior_dim
+        self.inp_audio = nn.Linear(cfg.audio_dim + ha * c, p)
+        self.inp_prev = nn.Linear(he * c, p, bias=False)
+        self.gru = nn.GRU(p, p, batch_first=True)
+        self.out = nn.Linear(p, he * c)
+        self.within = nn.Parameter(torch.zeros(he * c, he * c))   # rows: (head g, class) inputs
+        block = torch.triu(torch.ones(he, he), diagonal=1)          # g < h
+        self.register_buffer("mask", block.repeat_interleave(c, 0).repeat_interleave(c, 1))
+
+    def forward(self, audio_feat, audio_codes, expr_codes, prev_codes=None, state=None):
+        """Teacher-forced logits.
+
+        audio_feat (B, T, audio_dim); audio_codes (B, T, Ha) long; expr_codes (B, T, He) long;
+        prev_codes: (B, He) codes of the frame before the crop (rows of -1: start of an
+        utterance), or None (all crops start an utterance);
+        state: GRU state (1, B, P) or None. Returns (logits (B, T, He, C), state)."""
+        c = self.cfg.classes
+        a_oh = F.one_hot(audio_codes, c).float().flatten(2)
+        e_oh = F.one_hot(expr_codes, c).float().flatten(2)
+        if prev_codes is None:
+            first = torch.zeros_like(e_oh[:, :1])
+        else:
+            known = (prev_codes >= 0).float().unsqueeze(-1)
+            first = (F.one_hot(prev_codes.clamp(min=0), c).float() * known).flatten(1)[:, None]
+        prev = torch.cat([first, e_oh[:, :-1]], 1)
+        x = F.leaky_relu(self.inp_audio(torch.cat([audio_feat, a_oh], -1)) + self.inp_prev(prev), 0.2)
+        s, state = self.gru(x, state)
+        logits = self.out(s) + e_oh @ (self.within * self.mask)
+        return logits.unflatten(-1, (self.cfg.heads_expr, c)), state
+
+    def loss(self, audio_feat, audio_codes, expr_codes, prev_codes=None):
+        """Mean cross-entropy (nats per head and frame) of the true expression codes."""
+        logits, _ = self(audio_feat, audio_codes, expr_codes, prev_codes)
+        return F.cross_entropy(logits.flatten(0, 2), expr_codes.flatten())
+
+    @torch.no_grad()
+    def sample(self, audio_feat, audio_codes, rng: np.random.Generator,
+               temperature: float | None = 1.0, state=None):
+        """Draw expression codes for one utterance window.
+
+        audio_feat (T, audio_dim) tensor; audio_codes (T, Ha) long tensor; rng: numpy generator
+        (the seed); temperature None -> argmax; state: what the previous window returned.
+        Returns (codes (T, He) int64 numpy, state)."""
+        cfg = self.cfg
+        he, c = cfg.heads_expr, cfg.classes
+        w = _numpy_weights(self)
+        a_oh = F.one_hot(audio_codes, c).float().flatten(1)
+        drive = self.inp_audio(torch.cat([audio_feat, a_oh], -1)).numpy().astype(np.float64)
+        n = len(drive)
+        noise = (rng.gumbel(size=(n, he, c)) if temperature else np.zeros((n, he, c)))
+        inv_t = 1.0 / temperature if temperature else 1.0
+        h, prev = (np.zeros(cfg.prior_dim), None) if state is None else state
+        codes = np.zeros((n, he), np.int64)
+        cols = np.arange(he) * c
+        for t in range(n):
+            x = drive[t] + (w["prev"][:, cols + prev].sum(1) if prev is not None else 0.0)
+            x = np.where(x > 0, x, 0.2 * x)
+            gi = w["w_ih"] @ x + w["b_ih"]
+            gh = w["w_hh"] @ h + w["b_hh"]
+            p = cfg.prior_dim
+            r = 1 / (1 + np.exp(-(gi[:p] + gh[:p])))
+            z = 1 / (1 + np.exp(-(gi[p:2 * p] + gh[p:2 * p])))
+            cand = np.tanh(gi[2 * p:] + r * gh[2 * p:])
+            h = (1 - z) * cand + z * h
+            logits = w["out"] @ h + w["b_out"]
+            for k in range(he):
+                code = int(np.argmax(logits[k * c:(k + 1) * c] * inv_t + noise[t, k]))
+                codes[t, k] = code
+                logits = logits + w["within"][k * c + code]
+            prev = codes[t]
+        return codes, (h, prev)
+
+
+def _numpy_weights(prior: CodePrior) -> dict:
+    """The prior's weights as float64 numpy arrays for the sampling loop (cached per module)."""
+    cache = getattr(prior, "_np_cache", None)
+    version = sum(p._version for p in prior.parameters())
+    if cache is not None and cache[0] == version:
+        return cache[1]
+    g = prior.gru
+    w = {k: v.detach().double().numpy() for k, v in {
+        "prev": prior.inp_prev.weight, "w_ih": g.weight_ih_l0, "w_hh": g.weight_hh_l0,
+        "b_ih": g.bias_ih_l0, "b_hh": g.bias_hh_l0, "out": prior.out.weight,
+        "b_out": prior.out.bias, "within": prior.within * prior.mask}.items()}
+    object.__setattr__(prior, "_np_cache", (version, w))
+    return w

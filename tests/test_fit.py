@@ -1,0 +1,100 @@
+"""Training: determinism, resume after an interruption, DDP with 2 CPU processes, checkpoints."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.checkpoint import CheckpointError, load_model, read_checkpoint
+from train.fit import main_fit
+from train.synth import generate
+
+TINY = ["--steps", "6", "--prior-steps", "4", "--validate-every", "3", "--batch", "4",
+        "--frames", "24", "--val-crops", "4", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    generate(out, hours=0.01, seed=5, progress=False)
+    return out
+
+
+def _weights(path):
+    return {k: v for k, v in load_file(str(path)).items()}
+
+
+def _same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_fit_is_deterministic_and_resumes_exactly(corpus, tmp_path):
+    assert main_fit([str(corpus), "--out", str(tmp_path / "a")] + TINY) == 0
+    assert main_fit([str(corpus), "--out", str(tmp_path / "b")] + TINY) == 0
+    _same(_weights(tmp_path / "a" / "model.safetensors"), _weights(tmp_path / "b" / "model.safetensors"))
+    # interrupted after 3 steps (a checkpoint was written at step 3), then the same command again
+    assert main_fit([str(corpus), "--out", str(tmp_path / "c"), "--interrupt-after", "3"] + TINY) == 3
+    assert not (tmp_path / "c" / "model.safetensors").exists()
+    assert read_checkpoint(tmp_path / "c" / "stage1.safetensors")[1]["training"]["step"] == 3
+    assert main_fit([str(corpus), "--out", str(tmp_path / "c")] + TINY) == 0
+    _same(_weights(tmp_path / "a" / "model.safetensors"), _weights(tmp_path / "c" / "model.safetensors"))
+    # a different seed gives a different model
+    assert main_fit([str(corpus), "--out", str(tmp_path / "d"), "--seed", "1"] + TINY) == 0
+    wa, wd = _weights(tmp_path / "a" / "model.safetensors"), _weights(tmp_path / "d" / "model.safetensors")
+    assert not torch.equal(wa["model.basis.weight"], wd["model.basis.weight"])
+
+
+def test_checkpoint_contents(corpus, tmp_path):
+    assert main_fit([str(corpus), "--out", str(tmp_path)] + TINY) == 0
+    tensors, meta = read_checkpoint(tmp_path / "model.safetensors")
+    assert not any(k.startswith(("model.expression.", "optim.", "rng.")) for k in tensors)
+    assert any(k.startswith("prior.") for k in tensors)
+    assert meta["contents"] == "model+prior" and meta["speechface"]
+    assert meta["data"]["train_sequences"] > 0 and meta["model_config"].classes == 32
+    assert meta["training"]["command"].startswith("python3 -m train fit")
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    model, prior, _ = load_model(tmp_path / "model.safetensors")
+    assert prior is not None and not model.training
+    stage1 = read_checkpoint(tmp_path / "stage1.safetensors")[0]
+    assert any(k.startswith("optim.") for k in stage1) and "rng.torch.0" in stage1
+    with pytest.raises(CheckpointError, match="without a prior"):
+        load_model(tmp_path / "stage1.safetensors")
+
+
+def test_bad_checkpoints_say_so_in_one_line(tmp_path):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(os.urandom(300))
+    pickled = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(3)}, pickled)
+    from safetensors.torch import save_file
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(3)}, str(foreign))
+    for path, words in ((garbage, "not a safetensors"), (pickled, "not a safetensors"),
+                        (foreign, "not a Speechface checkpoint"),
+                        (tmp_path / "missing.safetensors", "no such")):
+        with pytest.raises(CheckpointError) as err:
+            load_model(path)
+        assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fit_refuses_a_folder_that_is_not_a_corpus(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a Speechface corpus"):
+        main_fit([str(tmp_path), "--out", str(tmp_path / "run")] + TINY)
+
+
+def test_ddp_two_cpu_processes(corpus, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29517", "-m", "train", "fit", str(corpus), "--out", str(tmp_path)] + TINY
+    run = subprocess.run(cmd, cwd=os.path.dirname(os.path.dirname(__file__)), env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    meta = read_checkpoint(tmp_path / "model.safetensors")[1]
+    assert meta["training"]["world_size"] == 2
+    stage1 = read_checkpoint(tmp_path / "stage1.safetensors")[0]
+    assert "rng.batch.0" in stage1 and "rng.batch.1" in stage1
+    load_model(tmp_path / "model.safetensors")

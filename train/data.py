@@ -1,0 +1,97 @@
+"""Training data in memory: a corpus split turned into model inputs once, then random crops.
+
+Per sequence: the normalised log-mel of the utterance padded with ``PAD_SECONDS`` of zeros on
+both sides (exactly what the pipeline feeds the model), the ARKit weights (T, 52), and which
+identity speaks. Ground-truth offsets are made per batch from the weights and the face units,
+``offsets = weights @ units * identity_scale`` (mm), so 2 hours of corpus need ~0.5 GB, not 60.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from core.assets import load_default_head
+from core.audio import MODEL_RATE, log_mel, normalize_utterance, resample
+from core.model import MM, PAD_SECONDS, mel_window
+from core.rig import identity_scale
+from train.corpus import Corpus
+
+
+def utterance_mel(samples16k: np.ndarray) -> torch.Tensor:
+    """Mono 16 kHz float32 (S,) -> padded normalised log-mel (n_mels, M + 2 * PAD_FRAMES)."""
+    pad = np.zeros(int(PAD_SECONDS * MODEL_RATE), np.float32)
+    return normalize_utterance(log_mel(np.concatenate([pad, samples16k, pad])))
+
+
+@dataclass
+class Batch:
+    """mel (B, n_mels, L); rel (B, T) encoder-output positions of the crop's frames;
+    offsets_mm (B, T, V*3); arkit (B, T, 52); template (B, V, 3) m; seq (B,) sequence indices;
+    k0 (B,) first frame of each crop."""
+    mel: torch.Tensor
+    rel: torch.Tensor
+    offsets_mm: torch.Tensor
+    arkit: torch.Tensor
+    template: torch.Tensor
+    seq: torch.Tensor
+    k0: torch.Tensor
+
+
+class TrainingSet:
+    """One split of a corpus as tensors. ``batch(gen, size, frames, past, future)`` draws crops."""
+
+    def __init__(self, corpus: Corpus | str, split: str, limit: int | None = None,
+                 progress: bool = True):
+        corpus = Corpus(corpus) if not isinstance(corpus, Corpus) else corpus
+        self.fps = corpus.fps
+        self.ids = corpus.ids(split)[:limit]
+        if not self.ids:
+            raise ValueError(f"{corpus.root}: split {split!r} has no sequences")
+        head = load_default_head()
+        units = head.units.dense().reshape(len(head.units.names), -1)
+        self.units_mm = torch.from_numpy(units * MM)                         # (52, V*3)
+        self.templates = torch.from_numpy(corpus.templates)                  # (N, V, 3) m
+        self.scales = torch.tensor([identity_scale(t) for t in corpus.templates])
+        self.mels, self.arkit, self.identity, self.phones, self.meta = [], [], [], [], []
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)       # tiny tensors: more threads only spin (4x slower here)
+        for seq_id in tqdm(self.ids, desc=f"load {split}", disable=not progress, leave=False):
+            seq = corpus.load(seq_id)
+            audio = resample(seq.audio, seq.sample_rate, MODEL_RATE)
+            self.mels.append(utterance_mel(audio))
+            self.arkit.append(torch.from_numpy(seq.arkit))
+            self.identity.append(corpus.identity_names.index(seq.meta["identity"]))
+            self.phones.append(seq.phones)
+            self.meta.append(seq.meta)
+        torch.set_num_threads(threads)
+        self.n_frames = torch.tensor([len(a) for a in self.arkit])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def offsets_mm(self, i: int, arkit: torch.Tensor) -> torch.Tensor:
+        """ARKit weights (T, 52) of sequence i's identity -> offsets (T, V*3) mm."""
+        return (arkit @ self.units_mm) * self.scales[self.identity[i]]
+
+    def batch(self, gen: torch.Generator, size: int, frames: int, past: int, future: int) -> Batch:
+        """Random crops of ``frames`` frames from sequences at least that long."""
+        ok = torch.nonzero(self.n_frames >= frames).flatten()
+        pick = ok[torch.randint(len(ok), (size,), generator=gen)]
+        mels, rels, offs, arks, k0s = [], [], [], [], []
+        length = None
+        for i in pick.tolist():
+            k0 = int(torch.randint(int(self.n_frames[i]) - frames + 1, (1,), generator=gen))
+            start, n, rel = mel_window(k0, frames, self.fps, past, future)
+            length = length or n + 1            # floor() can shift the span by one frame
+            mels.append(self.mels[i][:, start:start + length])
+            rels.append(rel)
+            ark = self.arkit[i][k0:k0 + frames]
+            arks.append(ark)
+            offs.append(self.offsets_mm(i, ark))
+            k0s.append(k0)
+        return Batch(torch.stack(mels), torch.stack(rels), torch.stack(offs), torch.stack(arks),
+                     self.templates[[self.identity[i] for i in pick.tolist()]], pick,
+                     torch.tensor(k0s))

@@ -1,0 +1,382 @@
+"""Training: ``python3 -m train fit CORPUS --out RUN_DIR`` (stage 1, then stage 2, then export).
+
+Stage 1 trains MeshTalkLite with the cross-modality loss; stage 2 freezes it, encodes every
+training sequence to codes and trains the prior on them. Each stage writes a training
+checkpoint to RUN_DIR (``stage1.safetensors``, ``stage2.safetensors``: weights, Adam state, RNG
+states, history) after every validation, and a rerun of the same command resumes from it.
+The end product is ``RUN_DIR/model.safetensors`` (inference weights + prior, no expression
+encoder) and ``RUN_DIR/curves.png``.
+
+Scale-out: ``torchrun --nproc_per_node N -m train fit ...`` runs DDP (gloo on CPU, NCCL on GPU);
+every rank draws its own crops from the seed and rank 0 validates and writes checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from core.assets import load_default_head
+from core.checkpoint import read_checkpoint, save_checkpoint
+from core.model import MM, MeshTalkLite, ModelConfig, mel_window, meshtalk_size_config
+from core.prior import CodePrior
+from train.corpus import Corpus
+from train.data import TrainingSet
+from train.losses import stage1_losses, validate_stage1
+
+SIZES = {"default": ModelConfig, "meshtalk": meshtalk_size_config}
+
+
+class Interrupted(RuntimeError):
+    """Raised by ``interrupt_after`` to simulate a killed run (tests of resume)."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000                 # stage-1 optimiser steps (per rank)
+    prior_steps: int = 1500
+    minutes: float = 0.0              # stage-1 wall-clock budget (0: none)
+    prior_minutes: float = 0.0
+    batch: int = 16
+    frames: int = 48                  # crop length, animation frames
+    lr: float = 2e-3
+    prior_lr: float = 3e-3
+    tau: float = 1.0                  # Gumbel-softmax temperature
+    lip_weight: float = 2.0           # extra weight of lip vertices in the full reconstruction
+    gap_weight: float = 0.5           # L1 on the inner-lip gap (mm)
+    arkit_weight: float = 10.0
+    validate_every: int = 250
+    val_crops: int = 64
+    seed: int = 0
+    interrupt_after: int = 0          # testing aid: stop like a killed run after N steps of this run
+
+
+# ---------------------------------------------------------------- distributed and state
+def setup_distributed(device: str):
+    """-> (rank, world). Initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, list]:
+    sd = opt.state_dict()
+    tensors = {f"optim.{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v))
+               for i, st in sd["state"].items() for k, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
+    state: dict = {}
+    for name, v in tensors.items():
+        if name.startswith("optim."):
+            _, i, k = name.split(".", 2)
+            state.setdefault(int(i), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def module_of(m):
+    return m.module if isinstance(m, torch.nn.parallel.DistributedDataParallel) else m
+
+
+class Stage:
+    """Bookkeeping shared by both stages: resume, budget, checkpoints, history."""
+
+    def __init__(self, name, path: Path, net, opt, gen, steps, minutes, rank, world, extra):
+        self.name, self.path, self.net, self.opt, self.gen = name, path, net, opt, gen
+        self.steps, self.minutes, self.rank, self.world, self.extra = steps, minutes, rank, world, extra
+        self.step, self.elapsed, self.history, self.done = 0, 0.0, [], False
+        if path.is_file():
+            tensors, meta = read_checkpoint(path)
+            t = meta["training"]
+            if t.get("stage") == name:
+                prefix = "prior." if name == "stage2" else "model."
+                module_of(net).load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
+                                                if k.startswith(prefix)})
+                load_optimizer(opt, tensors, t["param_groups"])
+                torch.set_rng_state(tensors[f"rng.torch.{rank}"])
+                gen.set_state(tensors[f"rng.batch.{rank}"])
+                self.step, self.elapsed, self.history = t["step"], t["elapsed_s"], t["history"]
+                self.done = bool(t.get("done")) and self.step >= steps
+        self._t0 = time.perf_counter() - self.elapsed
+
+    def lr_scale(self) -> float:
+        frac = self.step / max(1, self.steps)
+        if self.minutes:
+            frac = max(frac, (time.perf_counter() - self._t0) / (60 * self.minutes))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    def should_stop(self) -> bool:
+        stop = self.step >= self.steps or (
+            self.minutes and time.perf_counter() - self._t0 >= 60 * self.minutes)
+        if self.world > 1:      # every rank must agree, or DDP hangs
+            flag = torch.tensor(float(stop))
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return bool(stop)
+
+    def gather_rng(self) -> dict:
+        states = {f"rng.torch.{self.rank}": torch.get_rng_state(),
+                  f"rng.batch.{self.rank}": self.gen.get_state()}
+        if self.world > 1:
+            out = [None] * self.world
+            dist.all_gather_object(out, states)
+            states = {k: v for d in out for k, v in d.items()}
+        return states
+
+    def save(self, tensors: dict, config: ModelConfig, data: dict, done=False) -> None:
+        rng = self.gather_rng()
+        if self.rank != 0:
+            return
+        self.elapsed = time.perf_counter() - self._t0
+        opt_t, groups = optimizer_tensors(self.opt)
+        training = dict(self.extra, stage=self.name, step=self.step, elapsed_s=self.elapsed,
+                        history=self.history, param_groups=groups, world_size=self.world,
+                        done=done)
+        save_checkpoint(self.path, {**tensors, **opt_t, **rng}, config, data, training,
+                        contents=f"training {self.name}")
+
+
+# ---------------------------------------------------------------- stage 1
+def train_stage1(model, train_set, val_set, cfg: TrainConfig, out: Path, data_desc, rank, world,
+                 device, progress=True):
+    mcfg = module_of(model).cfg
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    torch.manual_seed(cfg.seed * 1000 + rank)
+    st = Stage("stage1", out / "stage1.safetensors", model, opt, gen, cfg.steps, cfg.minutes,
+               rank, world, {"train_config": dataclasses.asdict(cfg)})
+    enc = module_of(model).audio
+    head = load_default_head()
+    masks = {k: torch.from_numpy(v).to(device) for k, v in head.masks.items()}
+    pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long().to(device)
+    bar = tqdm(total=cfg.steps, initial=st.step, desc="stage 1", disable=not progress or rank,
+               unit="step")
+    first = st.step
+    while not st.done and not st.should_stop():
+        if cfg.interrupt_after and st.step - first >= cfg.interrupt_after:
+            raise Interrupted(f"stage 1 stopped after {cfg.interrupt_after} steps (interrupt_after)")
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * st.lr_scale()
+        b = train_set.batch(gen, cfg.batch, cfg.frames, enc.past, enc.future)
+        model.train()
+        out_d = model(b.mel.to(device), b.rel.to(device), b.offsets_mm.to(device),
+                      b.template.to(device), tau=cfg.tau, swap=torch.roll(torch.arange(cfg.batch), 1))
+        losses = stage1_losses(out_d, b.offsets_mm.to(device), b.arkit.to(device), masks, pairs,
+                               module_of(model).decoder.ctx, cfg)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        st.step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses['total'].item():.3f}")
+        if st.step % cfg.validate_every == 0 or st.should_stop():
+            row = {"step": st.step, "time_s": round(time.perf_counter() - st._t0, 1),
+                   **{f"train_{k}": round(v.item(), 5) for k, v in losses.items()}}
+            if rank == 0:
+                row.update(validate_stage1(module_of(model), val_set, cfg, masks, pairs, device))
+                bar.write(json.dumps(row))
+            st.history.append(row)
+            st.save(prefixed(module_of(model), "model."), mcfg, data_desc)
+    st.save(prefixed(module_of(model), "model."), mcfg, data_desc, done=True)
+    bar.close()
+    return st
+
+
+def prefixed(module, prefix: str) -> dict:
+    return {prefix + k: v for k, v in module.state_dict().items()}
+
+
+# ---------------------------------------------------------------- stage 2
+@torch.no_grad()
+def encode_codes(model: MeshTalkLite, ts: TrainingSet, device, progress=True) -> list:
+    """Every sequence of a split through the frozen stage-1 encoders:
+    -> [(audio features (T, Da), audio codes (T, Ha), expression codes (T, He))]."""
+    model.eval()
+    enc, out = model.audio, []
+    for i in tqdm(range(len(ts)), desc="encode codes", disable=not progress, leave=False):
+        n = int(ts.n_frames[i])
+        start, length, rel = mel_window(0, n, ts.fps, enc.past, enc.future)
+        mel = ts.mels[i][None, :, start:start + length].to(device)
+        af = model.audio_features(mel, rel.to(device))
+        ef = model.expression(ts.offsets_mm(i, ts.arkit[i])[None].to(device))
+        a_log, e_log = model.logits(af, ef)
+        out.append((af[0].cpu(), a_log[0].argmax(-1).cpu(), e_log[0].argmax(-1).cpu()))
+    return out
+
+
+def prior_batch(codes: list, gen: torch.Generator, size: int, frames: int):
+    """Random crops -> (audio feat (B, F, Da), audio codes (B, F, Ha), expr codes (B, F, He),
+    previous expr codes (B, He), -1 where a crop starts its utterance)."""
+    ok = [i for i, c in enumerate(codes) if len(c[0]) >= frames]
+    rows = []
+    for j in torch.randint(len(ok), (size,), generator=gen).tolist():
+        af, ac, ec = codes[ok[j]]
+        k0 = int(torch.randint(len(af) - frames + 1, (1,), generator=gen))
+        prev = ec[k0 - 1] if k0 > 0 else torch.full_like(ec[0], -1)
+        rows.append((af[k0:k0 + frames], ac[k0:k0 + frames], ec[k0:k0 + frames], prev))
+    return [torch.stack(x) for x in zip(*rows)]
+
+
+def train_stage2(model, prior, train_codes, val_codes, cfg: TrainConfig, out: Path, data_desc,
+                 rank, world, device, progress=True):
+    mcfg = model.cfg
+    opt = torch.optim.AdamW(prior.parameters(), lr=cfg.prior_lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + rank)
+    st = Stage("stage2", out / "stage2.safetensors", prior, opt, gen, cfg.prior_steps,
+               cfg.prior_minutes, rank, world, {"train_config": dataclasses.asdict(cfg)})
+    frames = 2 * cfg.frames
+    val = prior_batch(val_codes, torch.Generator().manual_seed(54321), cfg.val_crops, frames)
+    bar = tqdm(total=cfg.prior_steps, initial=st.step, desc="stage 2", disable=not progress or rank,
+               unit="step")
+    while not st.done and not st.should_stop():
+        for g in opt.param_groups:
+            g["lr"] = cfg.prior_lr * st.lr_scale()
+        af, ac, ec, prev = (x.to(device) for x in prior_batch(train_codes, gen, cfg.batch, frames))
+        prior.train()
+        logits, _ = prior(af, ac, ec, prev)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 2), ec.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+        opt.step()
+        st.step += 1
+        bar.update(1)
+        bar.set_postfix(nll=f"{loss.item():.3f}")
+        if st.step % cfg.validate_every == 0 or st.should_stop():
+            row = {"step": st.step, "time_s": round(time.perf_counter() - st._t0, 1),
+                   "train_nll": round(loss.item(), 5)}
+            if rank == 0:
+                p = module_of(prior).eval()
+                with torch.no_grad():
+                    vl, _ = p(*(x.to(device) for x in val))
+                row["val_nll"] = round(torch.nn.functional.cross_entropy(
+                    vl.flatten(0, 2), val[2].to(device).flatten()).item(), 5)
+                row["val_acc"] = round((vl.argmax(-1).cpu() == val[2]).float().mean().item(), 4)
+                bar.write(json.dumps(row))
+            st.history.append(row)
+            st.save(prefixed(module_of(prior), "prior."), mcfg, data_desc)
+    st.save(prefixed(module_of(prior), "prior."), mcfg, data_desc, done=True)
+    bar.close()
+    return st
+
+
+# ---------------------------------------------------------------- export, curves, main
+def export_model(path: Path, model: MeshTalkLite, prior: CodePrior, data_desc: dict,
+                 training: dict) -> Path:
+    """The inference checkpoint: model without the expression encoder, plus the prior."""
+    tensors = {k: v for k, v in prefixed(model, "model.").items()
+               if not k.startswith("model.expression.")}
+    tensors.update(prefixed(prior, "prior."))
+    return save_checkpoint(path, tensors, model.cfg, data_desc, training, contents="model+prior")
+
+
+def plot_curves(s1: list, s2: list, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [r["step"] for r in s1]
+    for key in ("train_total", "train_full", "train_mouth_swap", "train_upper_swap"):
+        ax[0].plot(steps, [r.get(key) for r in s1], label=key[6:])
+    for key in ("val_lip_mm", "val_lip_swap_mm", "val_gap_swap_mm"):
+        if s1 and key in s1[-1]:
+            ax[0].plot(steps, [r.get(key) for r in s1], "--", label=key)
+    ax[0].set(yscale="log", xlabel="step", title="stage 1 (losses mm², val mm)")
+    ax[0].legend(fontsize=7)
+    for key in ("train_nll", "val_nll"):
+        ax[1].plot([r["step"] for r in s2], [r.get(key) for r in s2], label=key)
+    ax[1].set(xlabel="step", title="stage 2 prior (nats per head and frame)")
+    ax[1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def parse_set(pairs: list) -> dict:
+    """--set key=value overrides for ModelConfig (JSON values: 4, 0.5, [64,32])."""
+    out = {}
+    for p in pairs:
+        key, _, value = p.partition("=")
+        out[key] = json.loads(value)
+    return out
+
+
+def main_fit(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m train fit", description=__doc__.split("\n")[0])
+    ap.add_argument("corpus", type=Path)
+    ap.add_argument("--out", type=Path, required=True, help="run folder (resumes if it exists)")
+    ap.add_argument("--size", choices=sorted(SIZES), default="default")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
+                    help="model config overrides, e.g. classes=64 decoder_widths=[64,32]")
+    for f in dataclasses.fields(TrainConfig):
+        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N sequences")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    rank, world = setup_distributed(args.device)
+    progress = not args.quiet and rank == 0
+    corpus = Corpus(args.corpus)
+    train_set = TrainingSet(corpus, "train", args.limit, progress)
+    if corpus.ids("val"):
+        val_set = TrainingSet(corpus, "val", args.limit, progress)
+    else:
+        print("warning: the corpus has no 'val' split; validating on training sequences")
+        val_set = train_set
+    head = load_default_head()
+    mcfg = SIZES[args.size](**{"n_vertices": head.n_vertices, "fps": corpus.fps,
+                               **parse_set(args.set)})
+    data_desc = {"corpus": corpus.root.name, "format_version": corpus.info.get("version"),
+                 "corpus_seed": corpus.info.get("seed"), "hours": corpus.info.get("hours"),
+                 "train_sequences": len(train_set), "val_sequences": len(val_set),
+                 "fps": corpus.fps, "identities": corpus.identity_names}
+    torch.manual_seed(cfg.seed)                       # identical initial weights on every rank
+    model = MeshTalkLite(mcfg, torch.from_numpy(head.vertices)).to(args.device)
+    prior = CodePrior(mcfg).to(args.device)
+    ddp = (lambda m: torch.nn.parallel.DistributedDataParallel(m)) if world > 1 else (lambda m: m)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        s1 = train_stage1(ddp(model), train_set, val_set, cfg, args.out, data_desc, rank, world,
+                          args.device, progress)
+    except Interrupted as exc:
+        print(exc)
+        return 3
+    train_codes = encode_codes(model, train_set, args.device, progress)
+    val_codes = encode_codes(model, val_set, args.device, progress)
+    s2 = train_stage2(model, ddp(prior), train_codes, val_codes, cfg, args.out, data_desc, rank,
+                      world, args.device, progress)
+    if rank == 0:
+        training = {"command": "python3 -m train " + " ".join(["fit"] + list(sys.argv[1:] if argv is None else argv)),
+                    "size": args.size, "world_size": world, "train_config": dataclasses.asdict(cfg),
+                    "stage1": s1.history[-1] if s1.history else {},
+                    "stage2": s2.history[-1] if s2.history else {},
+                    "stage1_minutes": round(s1.elapsed / 60, 2),
+                    "stage2_minutes": round(s2.elapsed / 60, 2)}
+        path = export_model(args.out / "model.safetensors", model, prior, data_desc, training)
+        plot_curves(s1.history, s2.history, args.out / "curves.png",
+                    f"{args.size}: {len(train_set)} train sequences, world {world}")
+        print(f"model -> {path.resolve()}\ncurves -> {(args.out / 'curves.png').resolve()}")
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
