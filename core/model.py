@@ -54,7 +54,8 @@ class ModelConfig:
     audio_dilations: tuple = (1, 2, 4, 8, 16, 32)
     audio_lookahead_layers: int = 5
     audio_dim: int = 64
-    # expression encoder (training only): per-frame MLP then a GRU over time
+    # expression encoder (training only): per-frame MLP on every n-th vertex, then a GRU
+    expr_stride: int = 4
     expr_widths: tuple = (128,)
     expr_dim: int = 64
     # categorical latent space
@@ -101,7 +102,8 @@ def meshtalk_size_config(**overrides) -> ModelConfig:
     with a 128 recurrent layer, a 256-wide fusion, the full-resolution 512-256-128 template
     encoder and a 256-512 decoder, and a prior with 64 channels per head (1024)."""
     cfg = dict(audio_channels=128, audio_kernel=5, audio_dilations=(2, 4, 6, 2, 4, 6),
-               audio_lookahead_layers=6, audio_dim=128, expr_widths=(256, 128), expr_dim=128,
+               audio_lookahead_layers=6, audio_dim=128, expr_stride=1, expr_widths=(256, 128),
+               expr_dim=128,
                heads_audio=8, heads_expr=8, classes=128, fusion_width=256, template_stride=1,
                template_widths=(512, 256, 128), decoder_dim=128, decoder_widths=(256, 512),
                prior_dim=1024)
@@ -175,14 +177,22 @@ def sample_frames(feat: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
 
 
 class ExpressionEncoder(nn.Module):
-    """Offsets (B, T, V*3) mm -> expression features (B, T, expr_dim): per-frame MLP, then a GRU."""
+    """Offsets -> expression features (B, T, expr_dim): a per-frame MLP on every
+    ``expr_stride``-th vertex, then a GRU. Input: (B, T, V*3) mm, or already reduced to the
+    coordinates ``index`` (B, T, len(index)) (training computes only those)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.mlp = _mlp((cfg.n_vertices * 3,) + cfg.expr_widths)
+        vertices = torch.arange(0, cfg.n_vertices, cfg.expr_stride)
+        self.register_buffer("index", (vertices[:, None] * 3 + torch.arange(3)).flatten(),
+                             persistent=False)
+        self.n_full = cfg.n_vertices * 3
+        self.mlp = _mlp((len(self.index),) + cfg.expr_widths)
         self.gru = nn.GRU(cfg.expr_widths[-1], cfg.expr_dim, batch_first=True)
 
     def forward(self, offsets_mm: torch.Tensor) -> torch.Tensor:
+        if offsets_mm.shape[-1] == self.n_full:
+            offsets_mm = offsets_mm[..., self.index]
         return self.gru(self.mlp(offsets_mm))[0]
 
 
@@ -257,16 +267,17 @@ class MeshTalkLite(nn.Module):
         """Gumbel-softmax, straight-through: logits (..., C) -> one-hot (..., C) with gradients."""
         return F.gumbel_softmax(logits, tau=tau, hard=True, dim=-1)
 
-    def forward(self, mel, rel, offsets_mm, template, tau: float = 1.0, swap=None):
+    def forward(self, mel, rel, expr_offsets_mm, template, tau: float = 1.0, swap=None):
         """Training pass on a batch of crops.
 
-        mel (B, n_mels, M) windows from ``mel_window``; rel (B, T) positions; offsets_mm
-        (B, T, V*3) ground truth in mm; template (B, V, 3) m; swap: optional (B,) permutation.
-        Returns dict with 'full' (offsets, arkit, coeffs) and, with ``swap``, 'swap_expr'
-        (audio of i, expression of swap[i]) and 'swap_audio' (audio of swap[i], expression of
-        i), each cropped by the decoder context, plus the logits for diagnostics."""
+        mel (B, n_mels, M) windows from ``mel_window``; rel (B, T) positions; expr_offsets_mm:
+        ground-truth offsets (B, T, V*3) mm or their ``expression.index`` coordinates; template
+        (B, V, 3) m; swap: optional (B,) permutation. Returns dict with 'full' and, with
+        ``swap``, 'swap_expr' (audio of i, expression of swap[i]) and 'swap_audio' (audio of
+        swap[i], expression of i), each {'coeffs' (B, T', K), 'arkit' (B, T', 52)} with
+        T' = T - 2 * decoder ctx (offsets = ``self.basis(coeffs)``, mm), plus the logits."""
         audio_feat = self.audio_features(mel, rel)
-        expr_feat = self.expression(offsets_mm)
+        expr_feat = self.expression(expr_offsets_mm)
         tfeat = self.decoder.template_features(template)
         variants = {"full": (audio_feat, expr_feat)}
         if swap is not None:
@@ -277,11 +288,12 @@ class MeshTalkLite(nn.Module):
         e_feat = torch.cat([variants[n][1] for n in names])
         a_logits, e_logits = self.logits(a_feat, e_feat)
         one_hot = torch.cat([self.quantize(a_logits, tau), self.quantize(e_logits, tau)], 2)
-        coeffs, offsets, arkit = self.decode(one_hot, tfeat.repeat(len(names), 1))
+        coeffs = self.decoder(one_hot, tfeat.repeat(len(names), 1))
+        arkit = self.arkit(coeffs)
         out = {"a_logits": a_logits, "e_logits": e_logits}
         for i, n in enumerate(names):
             sl = slice(i * len(mel), (i + 1) * len(mel))
-            out[n] = {"offsets": offsets[sl], "arkit": arkit[sl], "coeffs": coeffs[sl]}
+            out[n] = {"coeffs": coeffs[sl], "arkit": arkit[sl]}
         return out
 
 

@@ -98,3 +98,26 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
     stage1 = read_checkpoint(tmp_path / "stage1.safetensors")[0]
     assert "rng.batch.0" in stage1 and "rng.batch.1" in stage1
     load_model(tmp_path / "model.safetensors")
+
+
+def test_gram_form_of_the_loss_equals_the_dense_loss():
+    from core.assets import load_default_head
+    from train.data import LinearTargets
+    from train.losses import dense_sq_error, gap_vector, gram_sq_errors, lip_gap_mm
+
+    torch.manual_seed(0)
+    head = load_default_head()
+    units = torch.from_numpy(head.units.dense().reshape(52, -1) * 1000)
+    targets = LinearTargets(units)
+    basis = torch.nn.Linear(8, units.shape[1])
+    coeffs = torch.randn(2, 3, 5, 8)
+    arkit, scale = torch.rand(3, 5, 52) * 0.3, torch.tensor([0.9, 1.0, 1.1])
+    masks = torch.stack([torch.from_numpy(head.masks["lips"]), torch.ones(head.n_vertices)])
+    fast = gram_sq_errors(coeffs, arkit, scale, basis, units, masks)
+    gt = targets.dense(arkit, scale)
+    for i in range(2):
+        slow = dense_sq_error(basis(coeffs[i]), gt, masks[i])
+        assert torch.allclose(fast[i], slow, rtol=1e-4), (fast[i], slow)
+    pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long()
+    g = gap_vector(pairs, units.shape[1])
+    assert torch.allclose(gt @ g, lip_gap_mm(gt, pairs), atol=1e-4)

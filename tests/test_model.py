@@ -63,9 +63,10 @@ def test_training_forward_shapes_and_gradients():
     out = net(mel, rel.expand(b, -1), gt, template, swap=torch.roll(torch.arange(b), 1))
     ctx = net.decoder.ctx
     for name in ("full", "swap_expr", "swap_audio"):
-        assert out[name]["offsets"].shape == (b, t - 2 * ctx, net.cfg.n_vertices * 3)
+        assert out[name]["coeffs"].shape == (b, t - 2 * ctx, net.cfg.rank)
         assert out[name]["arkit"].shape == (b, t - 2 * ctx, 52)
-    out["swap_expr"]["offsets"].sum().backward()
+    assert net.basis(out["full"]["coeffs"]).shape == (b, t - 2 * ctx, net.cfg.n_vertices * 3)
+    net.basis(out["swap_expr"]["coeffs"]).sum().backward()
     assert net.expression.mlp[0].weight.grad.abs().sum() > 0      # straight-through gradients
     assert net.audio.inp.weight.grad.abs().sum() > 0
 

@@ -26,15 +26,31 @@ def utterance_mel(samples16k: np.ndarray) -> torch.Tensor:
     return normalize_utterance(log_mel(np.concatenate([pad, samples16k, pad])))
 
 
+class LinearTargets:
+    """Ground truth linear in per-frame weights: offsets = scale * arkit @ units (mm)."""
+
+    def __init__(self, units_mm: torch.Tensor):
+        self.units_mm = units_mm                                   # (52, V*3)
+
+    def dense(self, arkit: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """arkit (B, T, 52), scale (B,) -> offsets (B, T, V*3) mm."""
+        return (arkit @ self.units_mm) * scale[:, None, None]
+
+    def columns(self, arkit: torch.Tensor, scale: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Only the flattened coordinates ``cols``: (B, T, len(cols)) mm."""
+        return (arkit @ self.units_mm[:, cols]) * scale[:, None, None]
+
+
 @dataclass
 class Batch:
     """mel (B, n_mels, L); rel (B, T) encoder-output positions of the crop's frames;
-    offsets_mm (B, T, V*3); arkit (B, T, 52); template (B, V, 3) m; seq (B,) sequence indices;
-    k0 (B,) first frame of each crop."""
+    arkit (B, T, 52) ground-truth weights and scale (B,) their identity's scale (offsets via
+    ``TrainingSet.targets``); template (B, V, 3) m; seq (B,) sequence indices; k0 (B,) first
+    frame of each crop."""
     mel: torch.Tensor
     rel: torch.Tensor
-    offsets_mm: torch.Tensor
     arkit: torch.Tensor
+    scale: torch.Tensor
     template: torch.Tensor
     seq: torch.Tensor
     k0: torch.Tensor
@@ -52,7 +68,7 @@ class TrainingSet:
             raise ValueError(f"{corpus.root}: split {split!r} has no sequences")
         head = load_default_head()
         units = head.units.dense().reshape(len(head.units.names), -1)
-        self.units_mm = torch.from_numpy(units * MM)                         # (52, V*3)
+        self.targets = LinearTargets(torch.from_numpy(units * MM))          # (52, V*3)
         self.templates = torch.from_numpy(corpus.templates)                  # (N, V, 3) m
         self.scales = torch.tensor([identity_scale(t) for t in corpus.templates])
         self.mels, self.arkit, self.identity, self.phones, self.meta = [], [], [], [], []
@@ -72,15 +88,15 @@ class TrainingSet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def offsets_mm(self, i: int, arkit: torch.Tensor) -> torch.Tensor:
-        """ARKit weights (T, 52) of sequence i's identity -> offsets (T, V*3) mm."""
-        return (arkit @ self.units_mm) * self.scales[self.identity[i]]
+    def offsets_mm(self, i: int) -> torch.Tensor:
+        """Ground-truth offsets (T, V*3) mm of sequence i."""
+        return self.targets.dense(self.arkit[i][None], self.scales[[self.identity[i]]])[0]
 
     def batch(self, gen: torch.Generator, size: int, frames: int, past: int, future: int) -> Batch:
         """Random crops of ``frames`` frames from sequences at least that long."""
         ok = torch.nonzero(self.n_frames >= frames).flatten()
         pick = ok[torch.randint(len(ok), (size,), generator=gen)]
-        mels, rels, offs, arks, k0s = [], [], [], [], []
+        mels, rels, arks, k0s = [], [], [], []
         length = None
         for i in pick.tolist():
             k0 = int(torch.randint(int(self.n_frames[i]) - frames + 1, (1,), generator=gen))
@@ -88,10 +104,8 @@ class TrainingSet:
             length = length or n + 1            # floor() can shift the span by one frame
             mels.append(self.mels[i][:, start:start + length])
             rels.append(rel)
-            ark = self.arkit[i][k0:k0 + frames]
-            arks.append(ark)
-            offs.append(self.offsets_mm(i, ark))
+            arks.append(self.arkit[i][k0:k0 + frames])
             k0s.append(k0)
-        return Batch(torch.stack(mels), torch.stack(rels), torch.stack(offs), torch.stack(arks),
-                     self.templates[[self.identity[i] for i in pick.tolist()]], pick,
-                     torch.tensor(k0s))
+        ids = [self.identity[i] for i in pick.tolist()]
+        return Batch(torch.stack(mels), torch.stack(rels), torch.stack(arks), self.scales[ids],
+                     self.templates[ids], pick, torch.tensor(k0s))

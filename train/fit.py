@@ -33,7 +33,7 @@ from core.model import MM, MeshTalkLite, ModelConfig, mel_window, meshtalk_size_
 from core.prior import CodePrior
 from train.corpus import Corpus
 from train.data import TrainingSet
-from train.losses import stage1_losses, validate_stage1
+from train.losses import gap_vector, stage1_losses, validate_stage1
 
 SIZES = {"default": ModelConfig, "meshtalk": meshtalk_size_config}
 
@@ -54,7 +54,8 @@ class TrainConfig:
     prior_lr: float = 3e-3
     tau: float = 1.0                  # Gumbel-softmax temperature
     lip_weight: float = 2.0           # extra weight of lip vertices in the full reconstruction
-    gap_weight: float = 0.5           # L1 on the inner-lip gap (mm)
+    eyelid_weight: float = 2.0        # extra weight of eyelid vertices (blinks) in it
+    gap_weight: float = 1.0           # L1 on the inner-lip gap (mm)
     arkit_weight: float = 10.0
     validate_every: int = 250
     val_crops: int = 64
@@ -158,10 +159,13 @@ def train_stage1(model, train_set, val_set, cfg: TrainConfig, out: Path, data_de
     torch.manual_seed(cfg.seed * 1000 + rank)
     st = Stage("stage1", out / "stage1.safetensors", model, opt, gen, cfg.steps, cfg.minutes,
                rank, world, {"train_config": dataclasses.asdict(cfg)})
-    enc = module_of(model).audio
+    net = module_of(model)
+    enc = net.audio
     head = load_default_head()
     masks = {k: torch.from_numpy(v).to(device) for k, v in head.masks.items()}
     pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long().to(device)
+    units = train_set.targets.units_mm.to(device)
+    gap_vec = gap_vector(pairs.cpu(), units.shape[1]).to(device)
     bar = tqdm(total=cfg.steps, initial=st.step, desc="stage 1", disable=not progress or rank,
                unit="step")
     first = st.step
@@ -171,11 +175,12 @@ def train_stage1(model, train_set, val_set, cfg: TrainConfig, out: Path, data_de
         for g in opt.param_groups:
             g["lr"] = cfg.lr * st.lr_scale()
         b = train_set.batch(gen, cfg.batch, cfg.frames, enc.past, enc.future)
+        arkit, scale = b.arkit.to(device), b.scale.to(device)
+        expr_in = train_set.targets.columns(b.arkit, b.scale, net.expression.index.cpu()).to(device)
         model.train()
-        out_d = model(b.mel.to(device), b.rel.to(device), b.offsets_mm.to(device),
-                      b.template.to(device), tau=cfg.tau, swap=torch.roll(torch.arange(cfg.batch), 1))
-        losses = stage1_losses(out_d, b.offsets_mm.to(device), b.arkit.to(device), masks, pairs,
-                               module_of(model).decoder.ctx, cfg)
+        out_d = model(b.mel.to(device), b.rel.to(device), expr_in, b.template.to(device),
+                      tau=cfg.tau, swap=torch.roll(torch.arange(cfg.batch), 1))
+        losses = stage1_losses(net, out_d, arkit, scale, units, masks, gap_vec, cfg)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -212,7 +217,7 @@ def encode_codes(model: MeshTalkLite, ts: TrainingSet, device, progress=True) ->
         start, length, rel = mel_window(0, n, ts.fps, enc.past, enc.future)
         mel = ts.mels[i][None, :, start:start + length].to(device)
         af = model.audio_features(mel, rel.to(device))
-        ef = model.expression(ts.offsets_mm(i, ts.arkit[i])[None].to(device))
+        ef = model.expression(ts.offsets_mm(i)[None].to(device))
         a_log, e_log = model.logits(af, ef)
         out.append((af[0].cpu(), a_log[0].argmax(-1).cpu(), e_log[0].argmax(-1).cpu()))
     return out
