@@ -49,28 +49,30 @@ class ModelConfig:
     fps: float = 30.0                         # native animation rate (that of the corpus)
     n_mels: int = 80
     # audio encoder: dilated 1-D convs over mel frames; the first `lookahead_layers` are centred
-    audio_channels: int = 64
+    audio_channels: int = 32
     audio_kernel: int = 3
     audio_dilations: tuple = (1, 2, 4, 8, 16, 32)
     audio_lookahead_layers: int = 5
-    audio_dim: int = 64
-    # expression encoder (training only): per-frame MLP on every n-th vertex, then a GRU
-    expr_stride: int = 4
-    expr_widths: tuple = (128,)
-    expr_dim: int = 64
+    audio_dim: int = 32
+    # expression encoder (training only): per-frame MLP on every n-th vertex of the upper face
+    # and eyelids outside the mouth region (the mouth must come from the audio), then a GRU
+    expr_stride: int = 2
+    expr_upper_only: bool = True
+    expr_widths: tuple = (64,)
+    expr_dim: int = 32
     # categorical latent space
     heads_audio: int = 4
     heads_expr: int = 4
-    classes: int = 32
-    fusion_width: int = 128
+    classes: int = 16
+    fusion_width: int = 64
     # decoder
     template_stride: int = 8                  # every n-th template vertex feeds the template encoder
     template_widths: tuple = (64,)
-    decoder_dim: int = 128
+    decoder_dim: int = 64
     decoder_kernel: int = 5                   # centred temporal conv (frames)
-    decoder_widths: tuple = (64,)             # the last width is the rank K of the vertex basis
+    decoder_widths: tuple = (32,)             # the last width is the rank K of the vertex basis
     # prior (core/prior.py)
-    prior_dim: int = 64
+    prior_dim: int = 32
 
     def __post_init__(self):
         for name in ("audio_dilations", "expr_widths", "template_widths", "decoder_widths"):
@@ -178,12 +180,21 @@ def sample_frames(feat: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
 
 class ExpressionEncoder(nn.Module):
     """Offsets -> expression features (B, T, expr_dim): a per-frame MLP on every
-    ``expr_stride``-th vertex, then a GRU. Input: (B, T, V*3) mm, or already reduced to the
-    coordinates ``index`` (B, T, len(index)) (training computes only those)."""
+    ``expr_stride``-th vertex (of the upper face only with ``expr_upper_only``), then a
+    GRU. Input: (B, T, V*3) mm, or already reduced to the coordinates ``index``
+    (B, T, len(index)) (training computes only those)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        vertices = torch.arange(0, cfg.n_vertices, cfg.expr_stride)
+        vertices = torch.arange(cfg.n_vertices)
+        if cfg.expr_upper_only:
+            from .assets import load_default_head
+            m = load_default_head().masks
+            if len(m["mouth"]) != cfg.n_vertices:
+                raise ValueError("expr_upper_only needs the default head's topology")
+            keep = ((m["upper_face"] > 0) | (m["eyelids"] > 0)) & (m["mouth"] == 0)
+            vertices = vertices[torch.from_numpy(keep)]
+        vertices = vertices[::cfg.expr_stride]
         self.register_buffer("index", (vertices[:, None] * 3 + torch.arange(3)).flatten(),
                              persistent=False)
         self.n_full = cfg.n_vertices * 3

@@ -54,7 +54,7 @@ def test_checkpoint_contents(corpus, tmp_path):
     assert not any(k.startswith(("model.expression.", "optim.", "rng.")) for k in tensors)
     assert any(k.startswith("prior.") for k in tensors)
     assert meta["contents"] == "model+prior" and meta["speechface"]
-    assert meta["data"]["train_sequences"] > 0 and meta["model_config"].classes == 32
+    assert meta["data"]["train_sequences"] > 0 and meta["model_config"].classes == 16
     assert meta["training"]["command"].startswith("python3 -m train fit")
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     model, prior, _ = load_model(tmp_path / "model.safetensors")

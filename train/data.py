@@ -16,7 +16,7 @@ from tqdm import tqdm
 from core.assets import load_default_head
 from core.audio import MODEL_RATE, log_mel, normalize_utterance, resample
 from core.model import MM, PAD_SECONDS, mel_window
-from core.rig import identity_scale
+from core.rig import identity_scale, lip_gap
 from train.corpus import Corpus
 
 
@@ -45,12 +45,14 @@ class LinearTargets:
 class Batch:
     """mel (B, n_mels, L); rel (B, T) encoder-output positions of the crop's frames;
     arkit (B, T, 52) ground-truth weights and scale (B,) their identity's scale (offsets via
-    ``TrainingSet.targets``); template (B, V, 3) m; seq (B,) sequence indices; k0 (B,) first
+    ``TrainingSet.targets``); neutral_gap (B,) mm inner-lip gap of the identity at rest;
+    template (B, V, 3) m; seq (B,) sequence indices; k0 (B,) first
     frame of each crop."""
     mel: torch.Tensor
     rel: torch.Tensor
     arkit: torch.Tensor
     scale: torch.Tensor
+    neutral_gap: torch.Tensor
     template: torch.Tensor
     seq: torch.Tensor
     k0: torch.Tensor
@@ -71,6 +73,7 @@ class TrainingSet:
         self.targets = LinearTargets(torch.from_numpy(units * MM))          # (52, V*3)
         self.templates = torch.from_numpy(corpus.templates)                  # (N, V, 3) m
         self.scales = torch.tensor([identity_scale(t) for t in corpus.templates])
+        self.neutral_gap = torch.tensor([float(lip_gap(t)) * MM for t in corpus.templates])
         self.mels, self.arkit, self.identity, self.phones, self.meta = [], [], [], [], []
         threads = torch.get_num_threads()
         torch.set_num_threads(1)       # tiny tensors: more threads only spin (4x slower here)
@@ -108,4 +111,4 @@ class TrainingSet:
             k0s.append(k0)
         ids = [self.identity[i] for i in pick.tolist()]
         return Batch(torch.stack(mels), torch.stack(rels), torch.stack(arks), self.scales[ids],
-                     self.templates[ids], pick, torch.tensor(k0s))
+                     self.neutral_gap[ids], self.templates[ids], pick, torch.tensor(k0s))

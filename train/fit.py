@@ -53,10 +53,13 @@ class TrainConfig:
     lr: float = 2e-3
     prior_lr: float = 3e-3
     tau: float = 1.0                  # Gumbel-softmax temperature
-    lip_weight: float = 2.0           # extra weight of lip vertices in the full reconstruction
-    eyelid_weight: float = 2.0        # extra weight of eyelid vertices (blinks) in it
+    lip_weight: float = 1.0           # weight of the lip-region error term (full decoding)
+    eyelid_weight: float = 1.0        # weight of the eyelid-region error term (blinks)
     gap_weight: float = 1.0           # L1 on the inner-lip gap (mm)
+    closure_weight: float = 2.0       # hinge on the gap where the truth is closed
+    closed_mm: float = 1.0            # truth gap below this counts as closed
     arkit_weight: float = 10.0
+    usage_weight: float = 0.1         # keeps the categorical heads from collapsing
     validate_every: int = 250
     val_crops: int = 64
     seed: int = 0
@@ -175,12 +178,12 @@ def train_stage1(model, train_set, val_set, cfg: TrainConfig, out: Path, data_de
         for g in opt.param_groups:
             g["lr"] = cfg.lr * st.lr_scale()
         b = train_set.batch(gen, cfg.batch, cfg.frames, enc.past, enc.future)
-        arkit, scale = b.arkit.to(device), b.scale.to(device)
+        arkit, scale, neutral = b.arkit.to(device), b.scale.to(device), b.neutral_gap.to(device)
         expr_in = train_set.targets.columns(b.arkit, b.scale, net.expression.index.cpu()).to(device)
         model.train()
         out_d = model(b.mel.to(device), b.rel.to(device), expr_in, b.template.to(device),
                       tau=cfg.tau, swap=torch.roll(torch.arange(cfg.batch), 1))
-        losses = stage1_losses(net, out_d, arkit, scale, units, masks, gap_vec, cfg)
+        losses = stage1_losses(net, out_d, arkit, scale, neutral, units, masks, gap_vec, cfg)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
