@@ -8,18 +8,27 @@ V vertices, Ha/He audio/expression heads, C classes per head, K basis rank)::
     mel (B, n_mels, M)  ──AudioEncoder──>  audio features (B, T, audio_dim)   (sampled at frame times)
     offsets (B, T, V, 3) mm ──ExpressionEncoder──> expression features (B, T, expr_dim)  [training]
     audio features ──> audio logits (B, T, Ha, C)              (the mouth: audio alone decides)
-    audio + expression features ──> expression logits (B, T, He, C)   (upper face, blinks, brows)
+    expression features ──> expression logits (B, T, He, C)    (upper face: blinks, brows)
     one-hot codes (B, T, Ha+He, C) + template ──Decoder──> coefficients (B, T, K)
     coefficients ──basis──> offsets (B, T, V*3) mm   and   ──arkit head──> ARKit weights (B, T, 52)
+    audio features ──closure head──> logit (B, T) that the lips are sealed (/p b m/ closures)
 
 Design choices (see README "The model"):
-- The heads are split: ``heads_audio`` heads are computed from audio only, so the lips are a
-  deterministic function of the speech (argmax at inference, the same for every seed), and only
-  the ``heads_expr`` expression heads are sampled by the prior (``core/prior.py``). The
-  cross-modality loss still trains the split: with another sequence's expression the mouth must
-  match, with another sequence's audio the upper face must match.
+- The H = Ha + He heads are split by modality: ``heads_audio`` heads are computed from audio
+  only, so the mouth codes are a deterministic function of the speech (argmax at inference,
+  the same for every seed), and the ``heads_expr`` heads from the expression encoder, which
+  sees only the upper face (``expr_upper_only``; ``expr_sees_audio`` adds the audio). At
+  inference the prior (``core/prior.py``) samples the expression heads given the audio. The
+  cross-modality loss trains the decoder to respect the split: with another sequence's
+  expression the mouth must match, with another sequence's audio the upper face must match.
+  (In a first version every head saw both modalities, as in MeshTalk; with a few thousand CPU
+  steps the decoder then read mouth detail from expression codes, and lips got ~1 mm worse
+  whenever the expression came from elsewhere, i.e. from the prior.)
 - The decoder ends in a linear vertex basis, so an animation is stored as (T, K) coefficients
   and a (K, V*3) basis: cheap to resample in time and to bake as K shape keys.
+- Lip seals: a small head predicts from the audio whether the lips are sealed in a frame; the
+  pipeline then closes the predicted gap with the smallest change inside the decoder's basis
+  (``core/pipeline.py``, ``seal_lips``), as the articulation rig seals /p b m/ exactly.
 - The model runs at its native ``fps`` (the corpus rate); the pipeline resamples coefficients
   to any output frame rate.
 - All temporal convolutions are "valid" (no padding) with known past/future context, so long
@@ -49,20 +58,23 @@ class ModelConfig:
     fps: float = 30.0                         # native animation rate (that of the corpus)
     n_mels: int = 80
     # audio encoder: dilated 1-D convs over mel frames; the first `lookahead_layers` are centred
-    audio_channels: int = 32
+    audio_channels: int = 64
     audio_kernel: int = 3
     audio_dilations: tuple = (1, 2, 4, 8, 16, 32)
     audio_lookahead_layers: int = 5
-    audio_dim: int = 32
+    audio_dim: int = 64
     # expression encoder (training only): per-frame MLP on every n-th vertex of the upper face
     # and eyelids outside the mouth region (the mouth must come from the audio), then a GRU
     expr_stride: int = 2
     expr_upper_only: bool = True
+    expr_noise_mm: float = 1.0                # training noise on its input: hides sub-mm leaks
+                                              # of mouth motion into the upper face
     expr_widths: tuple = (64,)
     expr_dim: int = 32
     # categorical latent space
-    heads_audio: int = 4
+    heads_audio: int = 8
     heads_expr: int = 4
+    expr_sees_audio: bool = False             # expression heads read audio features too
     classes: int = 16
     fusion_width: int = 64
     # decoder
@@ -207,9 +219,31 @@ class ExpressionEncoder(nn.Module):
         return self.gru(self.mlp(offsets_mm))[0]
 
 
+class _DecoderBranch(nn.Module):
+    """One-hot codes of some heads (B, T, h*C) + template features (B, D) -> (B, T - 2 ctx, K)."""
+
+    def __init__(self, n_in: int, cfg: ModelConfig):
+        super().__init__()
+        self.codes = nn.Linear(n_in, cfg.decoder_dim)
+        self.temporal = nn.Conv1d(cfg.decoder_dim, cfg.decoder_dim, cfg.decoder_kernel)
+        self.ctx = (cfg.decoder_kernel - 1) // 2
+        self.mlp = _mlp((cfg.decoder_dim,) + cfg.decoder_widths)
+
+    def forward(self, one_hot: torch.Tensor, template_feat: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(self.codes(one_hot) + template_feat[:, None], 0.2).transpose(1, 2)
+        ctx = self.ctx
+        x = x[:, :, ctx:x.shape[2] - ctx] + F.leaky_relu(self.temporal(x), 0.2)
+        return self.mlp(x.transpose(1, 2))
+
+
 class Decoder(nn.Module):
     """One-hot codes (B, T, H, C) + template (B, V, 3) m -> coefficients (B, T - 2*ctx, K), where
-    ctx = (decoder_kernel - 1) // 2 frames are consumed at each end by the temporal conv."""
+    ctx = (decoder_kernel - 1) // 2 frames are consumed at each end by the temporal conv.
+
+    The audio heads and the expression heads go through separate branches whose coefficients
+    add up, so what the expression codes do to the face is a separate, additive term: the
+    cross-modality loss (mouth must match under another expression) can then simply drive that
+    term to zero around the mouth."""
 
     def __init__(self, cfg: ModelConfig, reference: torch.Tensor):
         super().__init__()
@@ -217,10 +251,10 @@ class Decoder(nn.Module):
         n_in = len(range(0, cfg.n_vertices, cfg.template_stride)) * 3
         self.stride = cfg.template_stride
         self.template = _mlp((n_in,) + cfg.template_widths + (cfg.decoder_dim,), final_act=False)
-        self.codes = nn.Linear(cfg.heads * cfg.classes, cfg.decoder_dim)
-        self.temporal = nn.Conv1d(cfg.decoder_dim, cfg.decoder_dim, cfg.decoder_kernel)
-        self.ctx = (cfg.decoder_kernel - 1) // 2
-        self.mlp = _mlp((cfg.decoder_dim,) + cfg.decoder_widths)
+        self.split = cfg.heads_audio
+        self.audio = _DecoderBranch(cfg.heads_audio * cfg.classes, cfg)
+        self.expr = _DecoderBranch(cfg.heads_expr * cfg.classes, cfg)
+        self.ctx = self.audio.ctx
 
     def template_features(self, template: torch.Tensor) -> torch.Tensor:
         """template (B, V, 3) metres -> (B, decoder_dim)."""
@@ -228,11 +262,8 @@ class Decoder(nn.Module):
         return self.template(x.flatten(1))
 
     def forward(self, one_hot: torch.Tensor, template_feat: torch.Tensor) -> torch.Tensor:
-        x = self.codes(one_hot.flatten(2)) + template_feat[:, None]          # (B, T, D)
-        x = F.leaky_relu(x, 0.2).transpose(1, 2)
-        ctx = self.ctx
-        x = x[:, :, ctx:x.shape[2] - ctx] + F.leaky_relu(self.temporal(x), 0.2)
-        return self.mlp(x.transpose(1, 2))                                   # (B, T', K)
+        a, e = one_hot[:, :, :self.split].flatten(2), one_hot[:, :, self.split:].flatten(2)
+        return self.audio(a, template_feat) + self.expr(e, template_feat)     # (B, T', K)
 
 
 class MeshTalkLite(nn.Module):
@@ -246,11 +277,12 @@ class MeshTalkLite(nn.Module):
         self.expression = ExpressionEncoder(cfg)
         self.audio_logits = _mlp((cfg.audio_dim, cfg.fusion_width, cfg.heads_audio * cfg.classes),
                                  final_act=False)
-        self.expr_logits = _mlp((cfg.audio_dim + cfg.expr_dim, cfg.fusion_width,
-                                 cfg.heads_expr * cfg.classes), final_act=False)
+        self.expr_logits = _mlp((cfg.audio_dim * cfg.expr_sees_audio + cfg.expr_dim,
+                                 cfg.fusion_width, cfg.heads_expr * cfg.classes), final_act=False)
         self.decoder = Decoder(cfg, reference)
         self.basis = nn.Linear(cfg.rank, cfg.n_vertices * 3)     # coefficients -> offsets (mm)
         self.arkit = nn.Linear(cfg.rank, N_ARKIT)                # coefficients -> ARKit weights
+        self.closure = _mlp((cfg.audio_dim, cfg.fusion_width, 1), final_act=False)  # lips sealed?
         nn.init.zeros_(self.basis.bias)
 
     # ---- pieces used by both training and inference ----
@@ -264,7 +296,8 @@ class MeshTalkLite(nn.Module):
         a = self.audio_logits(audio_feat).unflatten(-1, (c.heads_audio, c.classes))
         if expr_feat is None:
             return a, None
-        e = self.expr_logits(torch.cat([audio_feat, expr_feat], -1))
+        e = self.expr_logits(torch.cat([audio_feat, expr_feat], -1) if c.expr_sees_audio
+                             else expr_feat)
         return a, e.unflatten(-1, (c.heads_expr, c.classes))
 
     def decode(self, one_hot: torch.Tensor, template_feat: torch.Tensor):
@@ -288,6 +321,8 @@ class MeshTalkLite(nn.Module):
         swap[i], expression of i), each {'coeffs' (B, T', K), 'arkit' (B, T', 52)} with
         T' = T - 2 * decoder ctx (offsets = ``self.basis(coeffs)``, mm), plus the logits."""
         audio_feat = self.audio_features(mel, rel)
+        if self.training and self.cfg.expr_noise_mm > 0:
+            expr_offsets_mm = expr_offsets_mm + self.cfg.expr_noise_mm * torch.randn_like(expr_offsets_mm)
         expr_feat = self.expression(expr_offsets_mm)
         tfeat = self.decoder.template_features(template)
         variants = {"full": (audio_feat, expr_feat)}
@@ -301,7 +336,9 @@ class MeshTalkLite(nn.Module):
         one_hot = torch.cat([self.quantize(a_logits, tau), self.quantize(e_logits, tau)], 2)
         coeffs = self.decoder(one_hot, tfeat.repeat(len(names), 1))
         arkit = self.arkit(coeffs)
-        out = {"a_logits": a_logits, "e_logits": e_logits}
+        ctx = self.decoder.ctx
+        closure = self.closure(audio_feat[:, ctx:audio_feat.shape[1] - ctx])[..., 0]   # (B, T')
+        out = {"a_logits": a_logits, "e_logits": e_logits, "closure_logit": closure}
         for i, n in enumerate(names):
             sl = slice(i * len(mel), (i + 1) * len(mel))
             out[n] = {"coeffs": coeffs[sl], "arkit": arkit[sl]}

@@ -27,6 +27,37 @@ from .model import MM, PAD_SECONDS, mel_window
 
 DEFAULT_CHECKPOINT = ASSETS / "default_model.safetensors"
 SILENCE_DBFS = -60.0          # a file whose loudest 25 ms stays below this is treated as silence
+SEAL_GAP_MM = 0.2             # inner-lip gap a predicted lip seal closes to (as the rig does)
+
+
+def lip_gap_vector(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
+    """(V*3,) functional on flattened offsets: the change of the mean inner-lip gap (upper z -
+    lower z over the pairs) that the offsets cause."""
+    g = np.zeros(n_vertices * 3)
+    np.add.at(g, np.asarray(pairs)[:, 0] * 3 + 2, 1.0 / len(pairs))
+    np.add.at(g, np.asarray(pairs)[:, 1] * 3 + 2, -1.0 / len(pairs))
+    return g
+
+
+def seal_lips(coeffs: np.ndarray, seal_prob: np.ndarray, basis_mm: np.ndarray, bias_mm: np.ndarray,
+              template: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Close the lips where the model says they are sealed.
+
+    coeffs (N, K); seal_prob (N,) from the closure head; basis_mm (K, V*3), bias_mm (V*3,)
+    millimetres; template (V, 3) m. Where the probability is high, the inner-lip gap is brought
+    down to SEAL_GAP_MM by the smallest change of the face (least squares over all vertices)
+    that the decoder's basis can make, blended in between probabilities 0.35 and 0.65.
+    Returns the new coefficients (N, K)."""
+    g = lip_gap_vector(pairs, len(template))
+    w = basis_mm.astype(np.float64) @ g                                   # gap per coefficient
+    gram = basis_mm.astype(np.float64) @ basis_mm.T.astype(np.float64)
+    u = np.linalg.solve(gram + 1e-6 * np.trace(gram) / len(gram) * np.eye(len(gram)), w)
+    u /= w @ u                                                            # moves the gap by 1 mm
+    neutral = 1000.0 * float((template[pairs[:, 0], 2] - template[pairs[:, 1], 2]).mean())
+    gap = neutral + coeffs.astype(np.float64) @ w + float(bias_mm @ g)
+    strength = np.clip((seal_prob - 0.35) / 0.3, 0.0, 1.0)
+    delta = strength * np.maximum(0.0, gap - SEAL_GAP_MM)
+    return (coeffs - delta[:, None] * u[None]).astype(np.float32)
 
 
 class Cancelled(RuntimeError):
@@ -104,7 +135,7 @@ def _resample_frames(x: np.ndarray, fps_in: float, fps_out: float, n_out: int) -
 @torch.no_grad()
 def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template=None,
             model=None, seed: int = 0, progress=None, cancel=None,
-            temperature: float | None = 1.0, window_s: float = 20.0) -> Animation:
+            temperature: float | None = 1.0, window_s: float = 20.0, seal: bool = True) -> Animation:
     """Speech -> Animation.
 
     samples: a path (any file soundfile reads) or an array (S,) / (S, channels) with
@@ -112,6 +143,7 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
     topology (an identity), default head if None; model: (model, prior, meta) from
     ``get_model``, the shipped default if None; seed: draws the upper face (blinks, brows);
     the mouth does not depend on it; temperature: prior sampling temperature (None: argmax);
+    seal: close the lips where the closure head predicts a seal (``seal_lips``);
     progress(fraction 0..1) is called after each window; cancel() -> True stops with
     ``Cancelled``. T = ceil(duration * fps) frames."""
     if not (isinstance(fps, (int, float)) and 1 <= fps <= 1000):
@@ -153,7 +185,7 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
 
     # phase A: codes for frames -ctx .. n_model+ctx-1 (audio heads argmax, expression heads prior)
     rng = np.random.default_rng(seed)
-    codes, state = [], None
+    codes, seal_logit, state = [], [], None
     for a in range(-ctx, n_model + ctx, window):
         n = min(window, n_model + ctx - a)
         start, length, rel = mel_window(a, n, cfg.fps, net.audio.past, net.audio.future)
@@ -161,6 +193,7 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
         a_codes = net.logits(feat)[0][0].argmax(-1)                                    # (n, Ha)
         e_codes, state = prior.sample(feat[0], a_codes, rng, temperature, state)
         codes.append(np.concatenate([a_codes.numpy(), e_codes], 1))
+        seal_logit.append(net.closure(feat[0])[:, 0].numpy())
         tick()
     codes = torch.from_numpy(np.concatenate(codes))                 # (n_model + 2 ctx, H)
     # phase B: decode windows of frames, each with ctx frames of codes on both sides
@@ -171,6 +204,10 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
         one_hot = torch.nn.functional.one_hot(codes[k0:k1 + 2 * ctx], cfg.classes).float()[None]
         coeffs[k0:k1] = net.decoder(one_hot, tfeat)[0].numpy()
         tick()
+    if seal:
+        prob = 1 / (1 + np.exp(-np.concatenate(seal_logit)[ctx:ctx + n_model]))
+        coeffs = seal_lips(coeffs, prob, basis * MM, bias * MM, template,
+                           head.landmarks["lip_pairs"])
     coeffs = _resample_frames(coeffs, cfg.fps, fps, n_out)
     arkit = np.clip(coeffs @ net.arkit.weight.T.numpy() + net.arkit.bias.numpy(), 0, 1)
     return Animation(float(fps), template, head.faces, head.landmarks["lip_pairs"], coeffs,

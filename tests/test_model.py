@@ -138,3 +138,22 @@ def test_meshtalk_size_config_is_much_bigger():
 
     assert inference(big) > 10 * inference(small)
     assert parameter_count(CodePrior(big.cfg)) > 50 * parameter_count(CodePrior(small.cfg))
+
+
+def test_seal_lips_closes_exactly_where_asked():
+    from core.pipeline import SEAL_GAP_MM, lip_gap_vector, seal_lips
+    net = _model()[0]
+    head = load_default_head()
+    pairs = head.landmarks["lip_pairs"]
+    basis, bias = net.basis.weight.T.detach().numpy(), net.basis.bias.detach().numpy()
+    coeffs = np.random.default_rng(0).normal(size=(6, net.cfg.rank)).astype(np.float32)
+    prob = np.array([0.0, 0.2, 0.5, 0.9, 1.0, 1.0])
+    sealed = seal_lips(coeffs, prob, basis, bias, head.vertices, pairs)
+    g = lip_gap_vector(pairs, head.n_vertices)
+    neutral = 1000 * float((head.vertices[pairs[:, 0], 2] - head.vertices[pairs[:, 1], 2]).mean())
+    gap = lambda c: neutral + c.astype(np.float64) @ (basis @ g) + bias @ g      # noqa: E731
+    assert np.array_equal(sealed[:2], coeffs[:2])                   # low probability: untouched
+    before, after = gap(coeffs), gap(sealed)
+    for i in (3, 4, 5):                                             # high probability: sealed
+        assert after[i] == pytest.approx(SEAL_GAP_MM, abs=1e-3) if before[i] > SEAL_GAP_MM else True
+    assert SEAL_GAP_MM <= after[2] <= max(before[2], SEAL_GAP_MM)  # halfway: partly closed

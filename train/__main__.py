@@ -5,7 +5,7 @@ Commands:
   synth        generate a synthetic corpus (--hours H --out DIR)
   align        force-align real speech to its transcript -> phone timeline (+ rig weights)
   preview      render rig frames on the default head (PNG contact sheet + lip-opening plot)
-  demo         what `python3 build.py demo` runs: a preview of the rig on a synthesized clip
+  demo         what `python3 build.py demo` runs: the default model on a real and a synthetic clip
   bench        benchmarks (what `python3 build.py bench` runs)
   fit          train the model: stage 1, stage 2 prior, export (CORPUS --out RUN)
   evaluate     score a checkpoint and baselines on the test split and real clips (CKPT CORPUS)
@@ -21,7 +21,7 @@ COMMANDS = {
     "synth": ("train.cli", "main_synth"),
     "align": ("train.align", "main_align"),
     "preview": ("train.preview", "main_preview"),
-    "demo": ("train.cli", "main_demo"),
+    "demo": ("train.demo", "main_demo"),
     "bench": ("train.bench", "main_bench"),
     "fit": ("train.fit", "main_fit"),
     "evaluate": ("train.evaluate", "main_evaluate"),

@@ -75,18 +75,3 @@ def main_synth(argv) -> int:
     if info["missing_voices"]:
         print(f"voices not installed, skipped: {', '.join(info['missing_voices'])}")
     return 0
-
-
-def main_demo(argv) -> int:
-    from train.preview import main_preview
-    from train.synth import generate
-
-    ap = argparse.ArgumentParser(prog="python3 -m train demo")
-    ap.add_argument("--out", type=Path, default=REPO / "out" / "demo")
-    args = ap.parse_args(argv)
-    main_preview(["--out", str(args.out)])
-    info = generate(args.out / "corpus", hours=0.02, seed=0, progress=True)
-    n_seq = info["counts"]["made"] + info["counts"]["resumed"]
-    print(f"sample corpus: {(args.out / 'corpus').resolve()} "
-          f"({info['hours_made'] * 60:.1f} min of speech, {n_seq} sequences)")
-    return 0

@@ -58,6 +58,7 @@ class TrainConfig:
     gap_weight: float = 1.0           # L1 on the inner-lip gap (mm)
     closure_weight: float = 2.0       # hinge on the gap where the truth is closed
     closed_mm: float = 1.0            # truth gap below this counts as closed
+    seal_weight: float = 0.5          # BCE of the closure head
     arkit_weight: float = 10.0
     usage_weight: float = 0.1         # keeps the categorical heads from collapsing
     validate_every: int = 250

@@ -7,7 +7,8 @@ forward`` with ``swap``):
   swap_expr   audio i + expression j   -> mouth region must still match g_i (audio drives the mouth)
   swap_audio  audio j + expression i   -> upper face must still match g_i (expression drives it)
 plus an L1 term on the inner-lip gap and a hinge on it where the truth is closed (full and
-swap_expr), which is what makes lips close, an MSE on the 52 ARKit weights of the full
+swap_expr), which is what makes lips close, a binary cross-entropy for the closure head (is
+the truth sealed in this frame?), an MSE on the 52 ARKit weights of the full
 decoding, and a code-usage term that keeps the heads from collapsing.
 
 Speed: the corpus's ground truth is linear in its ARKit weights, g = s * w @ U (U the face units,
@@ -20,6 +21,8 @@ on a laptop CPU; ``dense_sq_error`` is the plain form (tests check they agree).
 from __future__ import annotations
 
 import torch
+
+from core.pipeline import lip_gap_vector
 
 
 def _crop(x: torch.Tensor, ctx: int) -> torch.Tensor:
@@ -51,11 +54,8 @@ def gram_sq_errors(coeffs, arkit, scale, basis: torch.nn.Linear, units_mm, weigh
 
 def gap_vector(pairs: torch.Tensor, n_coords: int) -> torch.Tensor:
     """Linear functional on flattened offsets (V*3,) giving the change of the mean inner-lip
-    gap: (upper z - lower z) averaged over the pairs."""
-    g = torch.zeros(n_coords)
-    g.index_add_(0, pairs[:, 0] * 3 + 2, torch.full((len(pairs),), 1.0 / len(pairs)))
-    g.index_add_(0, pairs[:, 1] * 3 + 2, torch.full((len(pairs),), -1.0 / len(pairs)))
-    return g
+    gap: (upper z - lower z) averaged over the pairs (``core.pipeline.lip_gap_vector``)."""
+    return torch.from_numpy(lip_gap_vector(pairs.numpy(), n_coords // 3)).float()
 
 
 def lip_gap_mm(offsets: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
@@ -98,7 +98,9 @@ def stage1_losses(model, out: dict, arkit, scale, neutral_gap, units_mm, masks: 
         if closed.any():
             closure = closure + torch.relu(neutral_gap[:, None] + pred - 0.3)[closed].mean()
     losses = {"full": sq[0], "lips": sq[1], "eyelids": sq[2], "mouth_swap": sq[3],
-              "upper_swap": sq[4], "gap": gap, "closure": torch.as_tensor(closure), "arkit": (out["full"]["arkit"] - ark).pow(2).mean(),
+              "upper_swap": sq[4], "gap": gap, "closure": torch.as_tensor(closure),
+              "seal": torch.nn.functional.binary_cross_entropy_with_logits(
+                  out["closure_logit"], closed.float(), pos_weight=torch.tensor(4.0)), "arkit": (out["full"]["arkit"] - ark).pow(2).mean(),
               "code_usage": code_usage_deficit(out["a_logits"]) + code_usage_deficit(out["e_logits"])}
     losses["total"] = (losses["full"] + cfg.lip_weight * losses["lips"]
                        + cfg.eyelid_weight * losses["eyelids"] + losses["mouth_swap"]
@@ -140,6 +142,10 @@ def validate_stage1(model, val_set, cfg, masks, pairs, device) -> dict:
         res[f"val_closed_gap{name}_mm"] = round((neutral + lip_gap_mm(off, pairs))[closed]
                                                 .mean().item(), 4)
         if not name:
+            pred_closed = model.closure(audio_feat[:, model.decoder.ctx:audio_feat.shape[1]
+                                                   - model.decoder.ctx])[..., 0] > 0
+            res["val_seal_recall"] = round(pred_closed[closed].float().mean().item(), 3)
+            res["val_seal_precision"] = round(closed[pred_closed].float().mean().item(), 3)
             res["val_eyelid_mm"] = round(err[..., lids].mean().item(), 4)
             res["expr_combos"] = len(torch.unique(e_log.argmax(-1).flatten(0, 1), dim=0))
             res["audio_classes"] = round(sum(len(torch.unique(a_log.argmax(-1)[..., h]))
