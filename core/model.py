@@ -49,6 +49,8 @@ MEL_RATE = 100.0           # mel frames per second (16 kHz, hop 160)
 PAD_SECONDS = 2.0          # zeros added before and after every utterance before the mel
 PAD_FRAMES = int(PAD_SECONDS * MEL_RATE)
 N_ARKIT = 52
+SEAL_POS_WEIGHT = 4.0      # closed frames are rare: their BCE weight in training; the pipeline
+                           # subtracts log(SEAL_POS_WEIGHT) from the logit to get a probability
 
 
 @dataclass
@@ -146,6 +148,7 @@ class AudioEncoder(nn.Module):
         self.convs = nn.ModuleList(nn.Conv1d(cfg.audio_channels, cfg.audio_channels, k, dilation=d)
                                    for d in cfg.audio_dilations)
         self.out = nn.Conv1d(cfg.audio_channels, cfg.audio_dim, 1)
+        self.norm = nn.LayerNorm(cfg.audio_dim)   # keeps feature scale fixed for the heads
         # residual trims: centred layers drop span//2 on the left, causal layers the whole span
         self.trims = []
         future = (k - 1) // 2
@@ -287,8 +290,9 @@ class MeshTalkLite(nn.Module):
 
     # ---- pieces used by both training and inference ----
     def audio_features(self, mel: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
-        """mel window (B, n_mels, M) from ``mel_window``, rel (n,) or (B, n) -> (B, n, audio_dim)."""
-        return sample_frames(self.audio(mel), rel)
+        """mel window (B, n_mels, M) from ``mel_window``, rel (n,) or (B, n) -> (B, n, audio_dim),
+        layer-normalised per frame."""
+        return self.audio.norm(sample_frames(self.audio(mel), rel))
 
     def logits(self, audio_feat: torch.Tensor, expr_feat: torch.Tensor | None = None):
         """-> (audio logits (B, T, Ha, C), expression logits (B, T, He, C) or None)."""
@@ -337,7 +341,7 @@ class MeshTalkLite(nn.Module):
         coeffs = self.decoder(one_hot, tfeat.repeat(len(names), 1))
         arkit = self.arkit(coeffs)
         ctx = self.decoder.ctx
-        closure = self.closure(audio_feat[:, ctx:audio_feat.shape[1] - ctx])[..., 0]   # (B, T')
+        closure = self.closure(audio_feat[:, ctx:audio_feat.shape[1] - ctx].detach())[..., 0]
         out = {"a_logits": a_logits, "e_logits": e_logits, "closure_logit": closure}
         for i, n in enumerate(names):
             sl = slice(i * len(mel), (i + 1) * len(mel))

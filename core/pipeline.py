@@ -23,7 +23,7 @@ from .arkit import ARKIT_NAMES
 from .assets import ASSETS, load_default_head
 from .audio import MODEL_RATE, load_speech, log_mel, normalize_utterance
 from .checkpoint import load_model
-from .model import MM, PAD_SECONDS, mel_window
+from .model import MM, PAD_SECONDS, SEAL_POS_WEIGHT, mel_window
 
 DEFAULT_CHECKPOINT = ASSETS / "default_model.safetensors"
 SILENCE_DBFS = -60.0          # a file whose loudest 25 ms stays below this is treated as silence
@@ -46,8 +46,9 @@ def seal_lips(coeffs: np.ndarray, seal_prob: np.ndarray, basis_mm: np.ndarray, b
     coeffs (N, K); seal_prob (N,) from the closure head; basis_mm (K, V*3), bias_mm (V*3,)
     millimetres; template (V, 3) m. Where the probability is high, the inner-lip gap is brought
     down to SEAL_GAP_MM by the smallest change of the face (least squares over all vertices)
-    that the decoder's basis can make, blended in between probabilities 0.35 and 0.65.
-    Returns the new coefficients (N, K)."""
+    that the decoder's basis can make, blended in between probabilities 0.35 and 0.65, and only
+    where the predicted gap is already small (full below 3 mm, none above 5 mm), so a wrong
+    guess of the head can never shut an open vowel. Returns the new coefficients (N, K)."""
     g = lip_gap_vector(pairs, len(template))
     w = basis_mm.astype(np.float64) @ g                                   # gap per coefficient
     gram = basis_mm.astype(np.float64) @ basis_mm.T.astype(np.float64)
@@ -55,7 +56,7 @@ def seal_lips(coeffs: np.ndarray, seal_prob: np.ndarray, basis_mm: np.ndarray, b
     u /= w @ u                                                            # moves the gap by 1 mm
     neutral = 1000.0 * float((template[pairs[:, 0], 2] - template[pairs[:, 1], 2]).mean())
     gap = neutral + coeffs.astype(np.float64) @ w + float(bias_mm @ g)
-    strength = np.clip((seal_prob - 0.35) / 0.3, 0.0, 1.0)
+    strength = np.clip((seal_prob - 0.35) / 0.3, 0.0, 1.0) * np.clip((5.0 - gap) / 2.0, 0.0, 1.0)
     delta = strength * np.maximum(0.0, gap - SEAL_GAP_MM)
     return (coeffs - delta[:, None] * u[None]).astype(np.float32)
 
@@ -205,7 +206,8 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
         coeffs[k0:k1] = net.decoder(one_hot, tfeat)[0].numpy()
         tick()
     if seal:
-        prob = 1 / (1 + np.exp(-np.concatenate(seal_logit)[ctx:ctx + n_model]))
+        logit = np.concatenate(seal_logit)[ctx:ctx + n_model] - np.log(SEAL_POS_WEIGHT)
+        prob = 1 / (1 + np.exp(-logit))
         coeffs = seal_lips(coeffs, prob, basis * MM, bias * MM, template,
                            head.landmarks["lip_pairs"])
     coeffs = _resample_frames(coeffs, cfg.fps, fps, n_out)

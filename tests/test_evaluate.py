@@ -9,7 +9,7 @@ from train.evaluate import fit_frames, main_evaluate, predictors
 TINY = ["--set", "audio_channels=16", "audio_dim=16", "expr_widths=[16]", "expr_dim=16",
         "fusion_width=16", "template_widths=[16]", "decoder_dim=16", "decoder_widths=[16]",
         "prior_dim=16", "classes=8"]
-NAMES = ["ours", "small", "rest", "phoneme-rig"]
+NAMES = ["ours", "ours, no lip seal", "small", "rest", "phoneme-rig"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,8 @@ def checkpoint(corpus):
 def evaluated(corpus, checkpoint, clips, cache_dir):
     out = corpus.parent / "eval"
     rc = main_evaluate([str(checkpoint), str(corpus), "--out", str(out), "--compare",
-                        f"small={checkpoint}", "--cache", str(cache_dir / "real")])
+                        f"small={checkpoint}", "--cache", str(cache_dir / "real"),
+                        "--ablate-seal"])
     assert rc == 0
     return out, json.loads((out / "metrics.json").read_text()), clips
 
@@ -93,7 +94,7 @@ def test_predictors_shapes(checkpoint):
     from core.assets import load_default_head
 
     template = load_default_head().vertices
-    preds = predictors(checkpoint, {"small": checkpoint})
+    preds = predictors(checkpoint, {"small": checkpoint}, ablate_seal=True)
     assert list(preds) == NAMES
     sr, t = 16000, np.arange(16000) / 16000
     x = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)

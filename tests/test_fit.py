@@ -121,3 +121,41 @@ def test_gram_form_of_the_loss_equals_the_dense_loss():
     pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long()
     g = gap_vector(pairs, units.shape[1])
     assert torch.allclose(gt @ g, lip_gap_mm(gt, pairs), atol=1e-4)
+
+
+def test_every_loss_term_counts_in_the_total():
+    """Each named term with its weight adds up to the total (a term left out of the sum once
+    went unnoticed for several training runs)."""
+    from core.assets import load_default_head
+    from core.model import MeshTalkLite, ModelConfig, mel_window
+    from train.data import LinearTargets
+    from train.fit import TrainConfig
+    from train.losses import gap_vector, stage1_losses
+
+    torch.manual_seed(0)
+    head = load_default_head()
+    net = MeshTalkLite(ModelConfig(), torch.from_numpy(head.vertices)).train()
+    units = torch.from_numpy(head.units.dense().reshape(52, -1) * 1000)
+    b, t = 4, 24
+    _, length, rel = mel_window(0, t, 30.0, net.audio.past, net.audio.future)
+    arkit = torch.rand(b, t, 52) * 0.4
+    arkit[:, 10:14, 0] = 0                                       # some content
+    scale = torch.ones(b)
+    neutral = torch.full((b,), 0.5)                              # so that some frames are closed
+    expr = LinearTargets(units).columns(arkit, scale, net.expression.index)
+    template = torch.from_numpy(head.vertices)[None].repeat(b, 1, 1)
+    out = net(torch.randn(b, 80, length), rel.expand(b, -1), expr, template,
+              swap=torch.roll(torch.arange(b), 1))
+    cfg = TrainConfig()
+    masks = {k: torch.from_numpy(v) for k, v in head.masks.items()}
+    pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long()
+    losses = stage1_losses(net, out, arkit, scale, neutral, units, masks,
+                           gap_vector(pairs, units.shape[1]), cfg)
+    weights = {"full": 1.0, "lips": cfg.lip_weight, "eyelids": cfg.eyelid_weight,
+               "mouth_swap": 1.0, "upper_swap": 1.0, "gap": cfg.gap_weight,
+               "closure": cfg.closure_weight, "seal": cfg.seal_weight, "arkit": cfg.arkit_weight,
+               "code_usage": cfg.usage_weight}
+    assert set(losses) == set(weights) | {"total"}
+    assert all(float(losses[k]) > 0 for k in weights), {k: float(v) for k, v in losses.items()}
+    total = sum(w * losses[k] for k, w in weights.items())
+    assert torch.allclose(losses["total"], total, rtol=1e-5)

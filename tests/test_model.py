@@ -146,14 +146,20 @@ def test_seal_lips_closes_exactly_where_asked():
     head = load_default_head()
     pairs = head.landmarks["lip_pairs"]
     basis, bias = net.basis.weight.T.detach().numpy(), net.basis.bias.detach().numpy()
-    coeffs = np.random.default_rng(0).normal(size=(6, net.cfg.rank)).astype(np.float32)
-    prob = np.array([0.0, 0.2, 0.5, 0.9, 1.0, 1.0])
-    sealed = seal_lips(coeffs, prob, basis, bias, head.vertices, pairs)
     g = lip_gap_vector(pairs, head.n_vertices)
     neutral = 1000 * float((head.vertices[pairs[:, 0], 2] - head.vertices[pairs[:, 1], 2]).mean())
-    gap = lambda c: neutral + c.astype(np.float64) @ (basis @ g) + bias @ g      # noqa: E731
-    assert np.array_equal(sealed[:2], coeffs[:2])                   # low probability: untouched
-    before, after = gap(coeffs), gap(sealed)
-    for i in (3, 4, 5):                                             # high probability: sealed
-        assert after[i] == pytest.approx(SEAL_GAP_MM, abs=1e-3) if before[i] > SEAL_GAP_MM else True
-    assert SEAL_GAP_MM <= after[2] <= max(before[2], SEAL_GAP_MM)  # halfway: partly closed
+
+    def gap(c):
+        return neutral + c.astype(np.float64) @ (basis @ g) + bias @ g
+
+    r = np.random.default_rng(0).normal(size=net.cfg.rank)
+    slope, g0 = float(r @ (basis @ g)), float(gap(np.zeros(net.cfg.rank)))
+    targets = np.array([1.0, 2.0, 2.5, 6.0, 8.0, 1.5])        # mm before sealing
+    prob = np.array([0.0, 0.2, 1.0, 1.0, 1.0, 0.5])
+    coeffs = (((targets - g0) / slope)[:, None] * r[None]).astype(np.float32)
+    assert np.allclose(gap(coeffs), targets, atol=1e-3)
+    after = gap(seal_lips(coeffs, prob, basis, bias, head.vertices, pairs))
+    assert np.allclose(after[[0, 1]], targets[[0, 1]], atol=1e-4)       # unlikely: untouched
+    assert after[2] == pytest.approx(SEAL_GAP_MM, abs=1e-3)              # likely, nearly shut
+    assert np.allclose(after[[3, 4]], targets[[3, 4]], atol=1e-4)       # wide open: never shut
+    assert SEAL_GAP_MM < after[5] < targets[5]                          # halfway: partly

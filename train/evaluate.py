@@ -41,11 +41,12 @@ def fit_frames(x: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
 
 
-def _model_predictor(model):
+def _model_predictor(model, seal: bool = True):
     from core.pipeline import animate
 
     def predict(samples, sr, fps, n_frames, template, seed, text=None):
-        anim = animate(samples, sr, fps=fps, template=template, model=model, seed=seed)
+        anim = animate(samples, sr, fps=fps, template=template, model=model, seed=seed,
+                       seal=seal)
         return fit_frames(anim.offsets(), n_frames)
     return predict
 
@@ -63,12 +64,16 @@ def _phoneme_rig(samples, sr, fps, n_frames, template, seed, text=None):
     return fit_frames(rig_offsets(weights, template), n_frames)
 
 
-def predictors(checkpoint, compare: dict | None = None) -> dict:
-    """name -> predictor: 'ours', each compare name (-> checkpoint path), 'rest', 'phoneme-rig'.
-    Raises ``core.checkpoint.CheckpointError`` for a checkpoint that cannot be loaded."""
+def predictors(checkpoint, compare: dict | None = None, ablate_seal: bool = False) -> dict:
+    """name -> predictor: 'ours', with ``ablate_seal`` 'ours, no lip seal' (the same model
+    without ``core.pipeline.seal_lips``), each compare name (-> checkpoint path), 'rest',
+    'phoneme-rig'. Raises ``core.checkpoint.CheckpointError`` for a checkpoint that cannot be
+    loaded."""
     from core.pipeline import get_model
 
     out = {"ours": _model_predictor(get_model(checkpoint))}
+    if ablate_seal:
+        out["ours, no lip seal"] = _model_predictor(get_model(checkpoint), seal=False)
     for name, path in (compare or {}).items():
         if name in ("ours", "rest", "phoneme-rig"):
             raise ValueError(f"--compare name {name!r} is taken by a built-in predictor")
@@ -189,6 +194,8 @@ def main_evaluate(argv=None) -> int:
                     help="more checkpoints to score alongside, "
                          "e.g. meshtalk-size=run/model.safetensors")
     ap.add_argument("--limit", type=int, default=None, help="only the first N test sequences")
+    ap.add_argument("--ablate-seal", action="store_true",
+                    help="also report the model without its lip seal (core.pipeline.seal_lips)")
     ap.add_argument("--seed", type=int, default=0, help="animation seed (upper-face sampling)")
     ap.add_argument("--cache", type=Path, default=REPO / ".cache" / "real",
                     help="folder of the real clips (fetched there once if missing)")
@@ -198,7 +205,7 @@ def main_evaluate(argv=None) -> int:
 
     try:
         compare = parse_compare(args.compare)
-        preds = predictors(args.checkpoint, compare)
+        preds = predictors(args.checkpoint, compare, args.ablate_seal)
         ckpt_meta = get_model(args.checkpoint)[2]
         corpus = Corpus(args.corpus)
     except (ValueError, OSError) as exc:          # CheckpointError is a ValueError

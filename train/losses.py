@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from core.model import SEAL_POS_WEIGHT
 from core.pipeline import lip_gap_vector
 
 
@@ -100,11 +101,14 @@ def stage1_losses(model, out: dict, arkit, scale, neutral_gap, units_mm, masks: 
     losses = {"full": sq[0], "lips": sq[1], "eyelids": sq[2], "mouth_swap": sq[3],
               "upper_swap": sq[4], "gap": gap, "closure": torch.as_tensor(closure),
               "seal": torch.nn.functional.binary_cross_entropy_with_logits(
-                  out["closure_logit"], closed.float(), pos_weight=torch.tensor(4.0)), "arkit": (out["full"]["arkit"] - ark).pow(2).mean(),
+                  out["closure_logit"], closed.float(),
+                  pos_weight=torch.tensor(SEAL_POS_WEIGHT)),
+              "arkit": (out["full"]["arkit"] - ark).pow(2).mean(),
               "code_usage": code_usage_deficit(out["a_logits"]) + code_usage_deficit(out["e_logits"])}
     losses["total"] = (losses["full"] + cfg.lip_weight * losses["lips"]
                        + cfg.eyelid_weight * losses["eyelids"] + losses["mouth_swap"]
                        + losses["upper_swap"] + cfg.gap_weight * losses["gap"]
+                       + cfg.closure_weight * losses["closure"] + cfg.seal_weight * losses["seal"]
                        + cfg.arkit_weight * losses["arkit"]
                        + cfg.usage_weight * losses["code_usage"])
     return losses
