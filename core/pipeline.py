@@ -28,6 +28,10 @@ from .model import MM, PAD_SECONDS, SEAL_POS_WEIGHT, mel_window
 DEFAULT_CHECKPOINT = ASSETS / "default_model.safetensors"
 SILENCE_DBFS = -60.0          # a file whose loudest 25 ms stays below this is treated as silence
 SEAL_GAP_MM = 0.2             # inner-lip gap a predicted lip seal closes to (as the rig does)
+# Chosen on the corpus's validation split (never the test split): of 72 settings, this one
+# raised bilabial closure from 72.9 % (no seal) to 80.9 % for +0.03 mm LVE (1.87 -> 1.90).
+SEAL_PROB = (0.2, 0.3)        # seal strength ramps from 0 to 1 over this closure probability
+SEAL_MAX_GAP_MM = (5.0, 7.0)  # ... and from 1 to 0 over this predicted gap
 
 
 def lip_gap_vector(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
@@ -46,17 +50,20 @@ def seal_lips(coeffs: np.ndarray, seal_prob: np.ndarray, basis_mm: np.ndarray, b
     coeffs (N, K); seal_prob (N,) from the closure head; basis_mm (K, V*3), bias_mm (V*3,)
     millimetres; template (V, 3) m. Where the probability is high, the inner-lip gap is brought
     down to SEAL_GAP_MM by the smallest change of the face (least squares over all vertices)
-    that the decoder's basis can make, blended in between probabilities 0.35 and 0.65, and only
-    where the predicted gap is already small (full below 3 mm, none above 5 mm), so a wrong
-    guess of the head can never shut an open vowel. Returns the new coefficients (N, K)."""
+    that the decoder's basis can make, blended in between probabilities SEAL_PROB, and only
+    where the predicted gap is already small (full below 5 mm, none above 7 mm,
+    SEAL_MAX_GAP_MM), so a wrong guess of the head cannot shut an open vowel. Returns the new
+    coefficients (N, K)."""
     g = lip_gap_vector(pairs, len(template))
-    w = basis_mm.astype(np.float64) @ g                                   # gap per coefficient
-    gram = basis_mm.astype(np.float64) @ basis_mm.T.astype(np.float64)
+    b = torch.from_numpy(np.ascontiguousarray(basis_mm, np.float32))
+    w = (b @ torch.from_numpy(g.astype(np.float32))).double().numpy()      # gap per coefficient
+    gram = (b @ b.T).double().numpy()
     u = np.linalg.solve(gram + 1e-6 * np.trace(gram) / len(gram) * np.eye(len(gram)), w)
     u /= w @ u                                                            # moves the gap by 1 mm
     neutral = 1000.0 * float((template[pairs[:, 0], 2] - template[pairs[:, 1], 2]).mean())
     gap = neutral + coeffs.astype(np.float64) @ w + float(bias_mm @ g)
-    strength = np.clip((seal_prob - 0.35) / 0.3, 0.0, 1.0) * np.clip((5.0 - gap) / 2.0, 0.0, 1.0)
+    strength = (np.clip((seal_prob - SEAL_PROB[0]) / (SEAL_PROB[1] - SEAL_PROB[0]), 0.0, 1.0)
+                * np.clip((SEAL_MAX_GAP_MM[1] - gap) / (SEAL_MAX_GAP_MM[1] - SEAL_MAX_GAP_MM[0]), 0, 1))
     delta = strength * np.maximum(0.0, gap - SEAL_GAP_MM)
     return (coeffs - delta[:, None] * u[None]).astype(np.float32)
 
@@ -90,8 +97,9 @@ class Animation:
     def offsets(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Offsets (n, V, 3) float32 metres of frames start..stop-1 (all frames by default:
         mind the size, 10 minutes at 30 fps on the default head is ~1 GB)."""
-        c = self.coeffs[start:stop]
-        return (c @ self.basis + self.bias).reshape(len(c), -1, 3).astype(np.float32, copy=False)
+        c = torch.from_numpy(np.ascontiguousarray(self.coeffs[start:stop], np.float32))
+        out = torch.addmm(torch.from_numpy(self.bias), c, torch.from_numpy(self.basis))
+        return out.numpy().reshape(len(c), -1, 3)
 
     def iter_offsets(self, chunk: int = 256):
         """Yield (start, offsets (n, V, 3)) blocks of at most ``chunk`` frames."""

@@ -79,25 +79,28 @@ class CodePrior(nn.Module):
         drive = self.inp_audio(torch.cat([audio_feat, a_oh], -1)).numpy().astype(np.float64)
         n = len(drive)
         noise = (rng.gumbel(size=(n, he, c)) if temperature else np.zeros((n, he, c)))
-        inv_t = 1.0 / temperature if temperature else 1.0
         h, prev = (np.zeros(cfg.prior_dim), None) if state is None else state
         codes = np.zeros((n, he), np.int64)
         cols = np.arange(he) * c
+        p = cfg.prior_dim
+        w_prev, w_ih, b_ih, w_hh, b_hh = w["prev"], w["w_ih"], w["b_ih"], w["w_hh"], w["b_hh"]
+        w_out, b_out, within = w["out"], w["b_out"], w["within"]
+        # scaled noise and logits: argmax(l / t + g) == argmax(l + t * g)
+        noise = noise * (temperature or 1.0)
         for t in range(n):
-            x = drive[t] + (w["prev"][:, cols + prev].sum(1) if prev is not None else 0.0)
-            x = np.where(x > 0, x, 0.2 * x)
-            gi = w["w_ih"] @ x + w["b_ih"]
-            gh = w["w_hh"] @ h + w["b_hh"]
-            p = cfg.prior_dim
-            r = 1 / (1 + np.exp(-(gi[:p] + gh[:p])))
-            z = 1 / (1 + np.exp(-(gi[p:2 * p] + gh[p:2 * p])))
-            cand = np.tanh(gi[2 * p:] + r * gh[2 * p:])
-            h = (1 - z) * cand + z * h
-            logits = w["out"] @ h + w["b_out"]
+            x = drive[t] + w_prev[:, cols + prev].sum(1) if prev is not None else drive[t]
+            x = np.maximum(x, 0.2 * x)
+            gi = w_ih @ x + b_ih
+            gh = w_hh @ h + b_hh
+            rz = 1.0 / (1.0 + np.exp(-(gi[:2 * p] + gh[:2 * p])))
+            cand = np.tanh(gi[2 * p:] + rz[:p] * gh[2 * p:])
+            h = cand + rz[p:] * (h - cand)
+            logits = w_out @ h + b_out + noise[t].ravel()
             for k in range(he):
-                code = int(np.argmax(logits[k * c:(k + 1) * c] * inv_t + noise[t, k]))
+                code = int(logits[k * c:(k + 1) * c].argmax())
                 codes[t, k] = code
-                logits = logits + w["within"][k * c + code]
+                if k + 1 < he:
+                    logits += within[k * c + code]
             prev = codes[t]
         return codes, (h, prev)
 
