@@ -156,6 +156,6 @@ def test_every_loss_term_counts_in_the_total():
                "closure": cfg.closure_weight, "seal": cfg.seal_weight, "arkit": cfg.arkit_weight,
                "code_usage": cfg.usage_weight}
     assert set(losses) == set(weights) | {"total"}
-    assert all(float(losses[k]) > 0 for k in weights), {k: float(v) for k, v in losses.items()}
+    assert all(losses[k].item() > 0 for k in weights), {k: v.item() for k, v in losses.items()}
     total = sum(w * losses[k] for k, w in weights.items())
     assert torch.allclose(losses["total"], total, rtol=1e-5)
