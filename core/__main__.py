@@ -17,7 +17,8 @@ def main_animate(argv) -> int:
     ap.add_argument("speech", type=Path, help="wav, flac or ogg (any rate, mono or stereo)")
     ap.add_argument("-o", "--output", type=Path, required=True, help="output .npz")
     ap.add_argument("--fps", type=float, default=30.0)
-    ap.add_argument("--seed", type=int, default=0, help="draws blinks and brows; lips don't depend on it")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="draws blinks and brows (the mouth's codes do not depend on it)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
     ap.add_argument("--identity", default=None, help="animate one of the shipped identities")
     ap.add_argument("--temperature", type=float, default=1.0,

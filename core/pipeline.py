@@ -151,7 +151,8 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
     ``sample_rate``; fps: output frame rate; template: (V, 3) metres on the default head's
     topology (an identity), default head if None; model: (model, prior, meta) from
     ``get_model``, the shipped default if None; seed: draws the upper face (blinks, brows);
-    the mouth does not depend on it; temperature: prior sampling temperature (None: argmax);
+    the mouth's codes do not depend on it (the lips move by < 1 mm between seeds);
+    temperature: prior sampling temperature (None: argmax);
     seal: close the lips where the closure head predicts a seal (``seal_lips``);
     progress(fraction 0..1) is called after each window; cancel() -> True stops with
     ``Cancelled``. T = ceil(duration * fps) frames."""
