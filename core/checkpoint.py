@@ -13,7 +13,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
 
 from . import __version__
 from .model import MeshTalkLite, ModelConfig

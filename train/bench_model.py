@@ -120,7 +120,7 @@ def bench_memory(minutes: float = 10.0) -> None:
                                  text=True, check=True).stdout.split()
             size = (Path(tmp) / "out.npz").stat().st_size
             rows.append((seconds, float(out[0]), int(out[1]) / 1024, size / 2**20))
-        print(f"\npeak memory of `python3 -m core animate` (child process, max RSS):")
+        print("\npeak memory of `python3 -m core animate` (child process, max RSS):")
         for seconds, wall, rss, size in rows:
             print(f"  {seconds / 60:5.1f} min of speech: {rss:6.0f} MB peak, {wall:5.1f} s, "
                   f"output .npz {size:6.0f} MB")

@@ -11,7 +11,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCE = "Bob fetched five huge apples, then we shouted: boo!"

@@ -22,14 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
 from core.assets import load_default_head
 from core.checkpoint import read_checkpoint, save_checkpoint
-from core.model import MM, MeshTalkLite, ModelConfig, mel_window, meshtalk_size_config
+from core.model import MeshTalkLite, ModelConfig, mel_window, meshtalk_size_config
 from core.prior import CodePrior
 from train.corpus import Corpus
 from train.data import TrainingSet
