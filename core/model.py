@@ -349,15 +349,10 @@ class MeshTalkLite(nn.Module):
         return out
 
 
-def one_hot_codes(audio_codes: torch.Tensor, expr_codes: torch.Tensor, classes: int):
-    """Integer codes (B, T, Ha), (B, T, He) -> one-hot (B, T, Ha+He, C) float32."""
-    return F.one_hot(torch.cat([audio_codes, expr_codes], -1), classes).float()
-
-
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
 __all__ = ["ModelConfig", "MeshTalkLite", "meshtalk_size_config", "mel_window", "sample_frames",
-           "one_hot_codes", "frame_positions", "MM", "MEL_RATE", "PAD_FRAMES", "PAD_SECONDS",
+           "frame_positions", "MM", "MEL_RATE", "PAD_FRAMES", "PAD_SECONDS",
            "parameter_count"]

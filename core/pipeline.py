@@ -60,7 +60,7 @@ def seal_lips(coeffs: np.ndarray, seal_prob: np.ndarray, basis_mm: np.ndarray, b
     gram = (b @ b.T).double().numpy()
     u = np.linalg.solve(gram + 1e-6 * np.trace(gram) / len(gram) * np.eye(len(gram)), w)
     u /= w @ u                                                            # moves the gap by 1 mm
-    neutral = 1000.0 * float((template[pairs[:, 0], 2] - template[pairs[:, 1], 2]).mean())
+    neutral = 1000.0 * float(g @ template.reshape(-1))                   # the gap at rest, mm
     gap = neutral + coeffs.astype(np.float64) @ w + float(bias_mm @ g)
     strength = (np.clip((seal_prob - SEAL_PROB[0]) / (SEAL_PROB[1] - SEAL_PROB[0]), 0.0, 1.0)
                 * np.clip((SEAL_MAX_GAP_MM[1] - gap) / (SEAL_MAX_GAP_MM[1] - SEAL_MAX_GAP_MM[0]), 0, 1))
@@ -168,8 +168,8 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
     x = load_speech(samples, sample_rate)
     duration = len(x) / MODEL_RATE
     n_out = max(1, math.ceil(duration * fps))
-    basis = (net.basis.weight.T / MM).numpy()
-    bias = (net.basis.bias / MM).numpy()
+    basis_mm, bias_mm = net.basis.weight.T.numpy(), net.basis.bias.numpy()
+    basis, bias = basis_mm / MM, bias_mm / MM
     if is_silent(x):
         if progress:
             progress(1.0)
@@ -217,8 +217,7 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
     if seal:
         logit = np.concatenate(seal_logit)[ctx:ctx + n_model] - np.log(SEAL_POS_WEIGHT)
         prob = 1 / (1 + np.exp(-logit))
-        coeffs = seal_lips(coeffs, prob, basis * MM, bias * MM, template,
-                           head.landmarks["lip_pairs"])
+        coeffs = seal_lips(coeffs, prob, basis_mm, bias_mm, template, head.landmarks["lip_pairs"])
     coeffs = _resample_frames(coeffs, cfg.fps, fps, n_out)
     arkit = np.clip(coeffs @ net.arkit.weight.T.numpy() + net.arkit.bias.numpy(), 0, 1)
     return Animation(float(fps), template, head.faces, head.landmarks["lip_pairs"], coeffs,

@@ -59,11 +59,6 @@ class CodePrior(nn.Module):
         logits = self.out(s) + e_oh @ (self.within * self.mask)
         return logits.unflatten(-1, (self.cfg.heads_expr, c)), state
 
-    def loss(self, audio_feat, audio_codes, expr_codes, prev_codes=None):
-        """Mean cross-entropy (nats per head and frame) of the true expression codes."""
-        logits, _ = self(audio_feat, audio_codes, expr_codes, prev_codes)
-        return F.cross_entropy(logits.flatten(0, 2), expr_codes.flatten())
-
     @torch.no_grad()
     def sample(self, audio_feat, audio_codes, rng: np.random.Generator,
                temperature: float | None = 1.0, state=None):

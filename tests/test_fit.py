@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -103,7 +104,8 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
 def test_gram_form_of_the_loss_equals_the_dense_loss():
     from core.assets import load_default_head
     from train.data import LinearTargets
-    from train.losses import dense_sq_error, gap_vector, gram_sq_errors, lip_gap_mm
+    from core.rig import lip_gap
+    from train.losses import dense_sq_error, gap_vector, gram_sq_errors
 
     torch.manual_seed(0)
     head = load_default_head()
@@ -120,7 +122,11 @@ def test_gram_form_of_the_loss_equals_the_dense_loss():
         assert torch.allclose(fast[i], slow, rtol=1e-4), (fast[i], slow)
     pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long()
     g = gap_vector(pairs, units.shape[1])
-    assert torch.allclose(gt @ g, lip_gap_mm(gt, pairs), atol=1e-4)
+    # the gap functional is the rig's lip gap: of template + offsets, minus the template's
+    v = head.vertices.astype(np.float64)
+    rig = [lip_gap(v + o.reshape(-1, 3).numpy() / 1000) - lip_gap(v)
+           for o in gt.reshape(-1, gt.shape[-1])]
+    assert np.allclose((gt @ g).reshape(-1).numpy() / 1000, rig, atol=1e-7)
 
 
 def test_every_loss_term_counts_in_the_total():
@@ -130,7 +136,7 @@ def test_every_loss_term_counts_in_the_total():
     from core.model import MeshTalkLite, ModelConfig, mel_window
     from train.data import LinearTargets
     from train.fit import TrainConfig
-    from train.losses import gap_vector, stage1_losses
+    from train.losses import LossGeometry, gap_vector, stage1_losses
 
     torch.manual_seed(0)
     head = load_default_head()
@@ -149,8 +155,8 @@ def test_every_loss_term_counts_in_the_total():
     cfg = TrainConfig()
     masks = {k: torch.from_numpy(v) for k, v in head.masks.items()}
     pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long()
-    losses = stage1_losses(net, out, arkit, scale, neutral, units, masks,
-                           gap_vector(pairs, units.shape[1]), cfg)
+    geo = LossGeometry(masks, units, gap_vector(pairs, units.shape[1]))
+    losses = stage1_losses(net, out, arkit, scale, neutral, geo, cfg)
     weights = {"full": 1.0, "lips": cfg.lip_weight, "eyelids": cfg.eyelid_weight,
                "mouth_swap": 1.0, "upper_swap": 1.0, "gap": cfg.gap_weight,
                "closure": cfg.closure_weight, "seal": cfg.seal_weight, "arkit": cfg.arkit_weight,

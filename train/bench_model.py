@@ -134,7 +134,7 @@ def bench_training(corpus=None, steps: int = 6) -> None:
     from core.model import MeshTalkLite, ModelConfig, meshtalk_size_config
     from train.data import TrainingSet
     from train.fit import TrainConfig
-    from train.losses import gap_vector, stage1_losses
+    from train.losses import LossGeometry, batch_losses
 
     with tempfile.TemporaryDirectory(prefix="speechface-bench-") as tmp:
         if corpus is None:
@@ -144,10 +144,7 @@ def bench_training(corpus=None, steps: int = 6) -> None:
         ts = TrainingSet(corpus, "train", limit=60, progress=False)
     head = load_default_head()
     cfg_t = TrainConfig()
-    masks = {k: torch.from_numpy(v) for k, v in head.masks.items()}
-    pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long()
-    units = ts.targets.units_mm
-    gv = gap_vector(pairs, units.shape[1])
+    geo = LossGeometry.of(ts.targets.units_mm)
     print(f"\ntraining throughput (stage 1, batch {cfg_t.batch} x {cfg_t.frames} frames, "
           f"{torch.get_num_threads()} threads):")
     rates = {}
@@ -159,10 +156,7 @@ def bench_training(corpus=None, steps: int = 6) -> None:
 
         def step():
             b = ts.batch(gen, cfg_t.batch, cfg_t.frames, m.audio.past, m.audio.future)
-            e = ts.targets.columns(b.arkit, b.scale, m.expression.index)
-            out = m(b.mel, b.rel, e, b.template, swap=torch.roll(torch.arange(cfg_t.batch), 1))
-            loss = stage1_losses(m, out, b.arkit, b.scale, b.neutral_gap, units, masks, gv,
-                                 cfg_t)["total"]
+            loss = batch_losses(m, b, ts.targets, geo, cfg_t)["total"]
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.assets import load_default_head
@@ -32,7 +33,7 @@ from core.model import MeshTalkLite, ModelConfig, mel_window, meshtalk_size_conf
 from core.prior import CodePrior
 from train.corpus import Corpus
 from train.data import TrainingSet
-from train.losses import gap_vector, stage1_losses, validate_stage1
+from train.losses import LossGeometry, batch_losses, validate_stage1
 
 SIZES = {"default": ModelConfig, "meshtalk": meshtalk_size_config}
 
@@ -97,31 +98,76 @@ def module_of(m):
 
 
 class Stage:
-    """Bookkeeping shared by both stages: resume, budget, checkpoints, history."""
+    """Bookkeeping shared by both stages: resume, budget, the optimiser step, validation,
+    checkpoints, history, progress bar. A stage's loop is::
 
-    def __init__(self, name, path: Path, net, opt, gen, steps, minutes, rank, world, extra):
+        stop = st.done or st.should_stop()
+        while not stop:
+            st.set_lr(base_lr)
+            st.optimise(loss)
+            stop = st.after_step(train_row, validate)
+        st.close()
+    """
+
+    def __init__(self, name, path: Path, net, opt, gen, steps, minutes, rank, world, extra,
+                 config: ModelConfig, data: dict, validate_every: int, progress: bool):
         self.name, self.path, self.net, self.opt, self.gen = name, path, net, opt, gen
         self.steps, self.minutes, self.rank, self.world, self.extra = steps, minutes, rank, world, extra
+        self.config, self.data, self.validate_every = config, data, validate_every
+        self.prefix = "prior." if name == "stage2" else "model."
         self.step, self.elapsed, self.history, self.done = 0, 0.0, [], False
         if path.is_file():
             tensors, meta = read_checkpoint(path)
             t = meta["training"]
             if t.get("stage") == name:
-                prefix = "prior." if name == "stage2" else "model."
-                module_of(net).load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
-                                                if k.startswith(prefix)})
+                module_of(net).load_state_dict({k[len(self.prefix):]: v for k, v in tensors.items()
+                                                if k.startswith(self.prefix)})
                 load_optimizer(opt, tensors, t["param_groups"])
                 torch.set_rng_state(tensors[f"rng.torch.{rank}"])
                 gen.set_state(tensors[f"rng.batch.{rank}"])
                 self.step, self.elapsed, self.history = t["step"], t["elapsed_s"], t["history"]
                 self.done = bool(t.get("done")) and self.step >= steps
         self._t0 = time.perf_counter() - self.elapsed
+        self.bar = tqdm(total=steps, initial=self.step, desc=name.replace("stage", "stage "),
+                        disable=not progress or rank, unit="step")
 
     def lr_scale(self) -> float:
         frac = self.step / max(1, self.steps)
         if self.minutes:
             frac = max(frac, (time.perf_counter() - self._t0) / (60 * self.minutes))
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    def set_lr(self, base_lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = base_lr * self.lr_scale()
+
+    def optimise(self, loss: torch.Tensor, label: str = "loss") -> None:
+        """One counted optimiser step on ``loss``, gradients clipped to norm 1; the progress bar
+        shows it as ``label``."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+        self.opt.step()
+        self.step += 1
+        self.bar.update(1)
+        self.bar.set_postfix({label: f"{loss.item():.3f}"})
+
+    def after_step(self, train_row: dict, validate) -> bool:
+        """Every ``validate_every`` steps and at the last one: validate (rank 0, ``validate()``
+        -> dict), log a history row and write the checkpoint. Returns True when the stage stops."""
+        stop = self.should_stop()
+        if self.step % self.validate_every == 0 or stop:
+            row = {"step": self.step, "time_s": round(time.perf_counter() - self._t0, 1),
+                   **train_row}
+            if self.rank == 0:
+                row.update(validate())
+                self.bar.write(json.dumps(row))
+            self.history.append(row)
+            self.save(done=stop)
+        return stop
+
+    def close(self) -> None:
+        self.bar.close()
 
     def should_stop(self) -> bool:
         stop = self.step >= self.steps or (
@@ -141,7 +187,8 @@ class Stage:
             states = {k: v for d in out for k, v in d.items()}
         return states
 
-    def save(self, tensors: dict, config: ModelConfig, data: dict, done=False) -> None:
+    def save(self, done=False) -> None:
+        tensors = prefixed(module_of(self.net), self.prefix)
         rng = self.gather_rng()
         if self.rank != 0:
             return
@@ -150,58 +197,34 @@ class Stage:
         training = dict(self.extra, stage=self.name, step=self.step, elapsed_s=self.elapsed,
                         history=self.history, param_groups=groups, world_size=self.world,
                         done=done)
-        save_checkpoint(self.path, {**tensors, **opt_t, **rng}, config, data, training,
+        save_checkpoint(self.path, {**tensors, **opt_t, **rng}, self.config, self.data, training,
                         contents=f"training {self.name}")
 
 
 # ---------------------------------------------------------------- stage 1
 def train_stage1(model, train_set, val_set, cfg: TrainConfig, out: Path, data_desc, rank, world,
                  device, progress=True):
-    mcfg = module_of(model).cfg
+    net = module_of(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     torch.manual_seed(cfg.seed * 1000 + rank)
     st = Stage("stage1", out / "stage1.safetensors", model, opt, gen, cfg.steps, cfg.minutes,
-               rank, world, {"train_config": dataclasses.asdict(cfg)})
-    net = module_of(model)
-    enc = net.audio
-    head = load_default_head()
-    masks = {k: torch.from_numpy(v).to(device) for k, v in head.masks.items()}
-    pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long().to(device)
-    units = train_set.targets.units_mm.to(device)
-    gap_vec = gap_vector(pairs.cpu(), units.shape[1]).to(device)
-    bar = tqdm(total=cfg.steps, initial=st.step, desc="stage 1", disable=not progress or rank,
-               unit="step")
+               rank, world, {"train_config": dataclasses.asdict(cfg)}, net.cfg, data_desc,
+               cfg.validate_every, progress)
+    geo = LossGeometry.of(train_set.targets.units_mm, device)
     first = st.step
-    while not st.done and not st.should_stop():
+    stop = st.done or st.should_stop()
+    while not stop:
         if cfg.interrupt_after and st.step - first >= cfg.interrupt_after:
             raise Interrupted(f"stage 1 stopped after {cfg.interrupt_after} steps (interrupt_after)")
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * st.lr_scale()
-        b = train_set.batch(gen, cfg.batch, cfg.frames, enc.past, enc.future)
-        arkit, scale, neutral = b.arkit.to(device), b.scale.to(device), b.neutral_gap.to(device)
-        expr_in = train_set.targets.columns(b.arkit, b.scale, net.expression.index.cpu()).to(device)
+        st.set_lr(cfg.lr)
+        b = train_set.batch(gen, cfg.batch, cfg.frames, net.audio.past, net.audio.future)
         model.train()
-        out_d = model(b.mel.to(device), b.rel.to(device), expr_in, b.template.to(device),
-                      tau=cfg.tau, swap=torch.roll(torch.arange(cfg.batch), 1))
-        losses = stage1_losses(net, out_d, arkit, scale, neutral, units, masks, gap_vec, cfg)
-        opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        st.step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses['total'].item():.3f}")
-        if st.step % cfg.validate_every == 0 or st.should_stop():
-            row = {"step": st.step, "time_s": round(time.perf_counter() - st._t0, 1),
-                   **{f"train_{k}": round(v.item(), 5) for k, v in losses.items()}}
-            if rank == 0:
-                row.update(validate_stage1(module_of(model), val_set, cfg, masks, pairs, device))
-                bar.write(json.dumps(row))
-            st.history.append(row)
-            st.save(prefixed(module_of(model), "model."), mcfg, data_desc)
-    st.save(prefixed(module_of(model), "model."), mcfg, data_desc, done=True)
-    bar.close()
+        losses = batch_losses(model, b, train_set.targets, geo, cfg, device)
+        st.optimise(losses["total"])
+        stop = st.after_step({f"train_{k}": round(v.item(), 5) for k, v in losses.items()},
+                             lambda: validate_stage1(net, val_set, cfg, geo, device))
+    st.close()
     return st
 
 
@@ -242,44 +265,31 @@ def prior_batch(codes: list, gen: torch.Generator, size: int, frames: int):
 
 def train_stage2(model, prior, train_codes, val_codes, cfg: TrainConfig, out: Path, data_desc,
                  rank, world, device, progress=True):
-    mcfg = model.cfg
     opt = torch.optim.AdamW(prior.parameters(), lr=cfg.prior_lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + rank)
     st = Stage("stage2", out / "stage2.safetensors", prior, opt, gen, cfg.prior_steps,
-               cfg.prior_minutes, rank, world, {"train_config": dataclasses.asdict(cfg)})
+               cfg.prior_minutes, rank, world, {"train_config": dataclasses.asdict(cfg)},
+               model.cfg, data_desc, cfg.validate_every, progress)
     frames = 2 * cfg.frames
     val = prior_batch(val_codes, torch.Generator().manual_seed(54321), cfg.val_crops, frames)
-    bar = tqdm(total=cfg.prior_steps, initial=st.step, desc="stage 2", disable=not progress or rank,
-               unit="step")
-    while not st.done and not st.should_stop():
-        for g in opt.param_groups:
-            g["lr"] = cfg.prior_lr * st.lr_scale()
+
+    @torch.no_grad()
+    def validate() -> dict:
+        logits, _ = module_of(prior).eval()(*(x.to(device) for x in val))
+        target = val[2].to(device)
+        return {"val_nll": round(F.cross_entropy(logits.flatten(0, 2), target.flatten()).item(), 5),
+                "val_acc": round((logits.argmax(-1) == target).float().mean().item(), 4)}
+
+    stop = st.done or st.should_stop()
+    while not stop:
+        st.set_lr(cfg.prior_lr)
         af, ac, ec, prev = (x.to(device) for x in prior_batch(train_codes, gen, cfg.batch, frames))
         prior.train()
         logits, _ = prior(af, ac, ec, prev)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 2), ec.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
-        opt.step()
-        st.step += 1
-        bar.update(1)
-        bar.set_postfix(nll=f"{loss.item():.3f}")
-        if st.step % cfg.validate_every == 0 or st.should_stop():
-            row = {"step": st.step, "time_s": round(time.perf_counter() - st._t0, 1),
-                   "train_nll": round(loss.item(), 5)}
-            if rank == 0:
-                p = module_of(prior).eval()
-                with torch.no_grad():
-                    vl, _ = p(*(x.to(device) for x in val))
-                row["val_nll"] = round(torch.nn.functional.cross_entropy(
-                    vl.flatten(0, 2), val[2].to(device).flatten()).item(), 5)
-                row["val_acc"] = round((vl.argmax(-1).cpu() == val[2]).float().mean().item(), 4)
-                bar.write(json.dumps(row))
-            st.history.append(row)
-            st.save(prefixed(module_of(prior), "prior."), mcfg, data_desc)
-    st.save(prefixed(module_of(prior), "prior."), mcfg, data_desc, done=True)
-    bar.close()
+        loss = F.cross_entropy(logits.flatten(0, 2), ec.flatten())
+        st.optimise(loss, "nll")
+        stop = st.after_step({"train_nll": round(loss.item(), 5)}, validate)
+    st.close()
     return st
 
 

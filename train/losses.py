@@ -20,8 +20,11 @@ on a laptop CPU; ``dense_sq_error`` is the plain form (tests check they agree).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from core.assets import load_default_head
 from core.model import SEAL_POS_WEIGHT
 from core.pipeline import lip_gap_vector
 
@@ -59,10 +62,20 @@ def gap_vector(pairs: torch.Tensor, n_coords: int) -> torch.Tensor:
     return torch.from_numpy(lip_gap_vector(pairs.numpy(), n_coords // 3)).float()
 
 
-def lip_gap_mm(offsets: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-    """Change of the mean inner-lip gap (mm) per frame: offsets (B, T, V*3) mm -> (B, T)."""
-    z = offsets.unflatten(-1, (-1, 3))[..., 2]
-    return (z[..., pairs[:, 0]] - z[..., pairs[:, 1]]).mean(-1)
+@dataclass
+class LossGeometry:
+    """What the losses need of the head: region masks name -> (V,) weights, the face units
+    (52, V*3) mm, and the inner-lip gap functional (V*3,) (``gap_vector``)."""
+    masks: dict
+    units_mm: torch.Tensor
+    gap_vec: torch.Tensor
+
+    @classmethod
+    def of(cls, units_mm: torch.Tensor, device="cpu") -> "LossGeometry":
+        head = load_default_head()
+        pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long()
+        return cls({k: torch.from_numpy(v).to(device) for k, v in head.masks.items()},
+                   units_mm.to(device), gap_vector(pairs, units_mm.shape[1]).to(device))
 
 
 def code_usage_deficit(logits: torch.Tensor) -> torch.Tensor:
@@ -74,11 +87,10 @@ def code_usage_deficit(logits: torch.Tensor) -> torch.Tensor:
     return (torch.log(torch.tensor(float(logits.shape[-1]))) - entropy).mean()
 
 
-def stage1_losses(model, out: dict, arkit, scale, neutral_gap, units_mm, masks: dict, gap_vec,
-                  cfg) -> dict:
+def stage1_losses(model, out: dict, arkit, scale, neutral_gap, geo: LossGeometry, cfg) -> dict:
     """out: ``model(...)`` with swap; arkit (B, T, 52) and scale (B,) the ground truth (see the
-    module doc); neutral_gap (B,) mm: each identity's inner-lip gap at rest; units_mm
-    (52, V*3); masks: name -> (V,) weights; gap_vec from ``gap_vector``."""
+    module doc); neutral_gap (B,) mm: each identity's inner-lip gap at rest."""
+    masks, units_mm, gap_vec = geo.masks, geo.units_mm, geo.gap_vec
     ctx = model.decoder.ctx
     ark = _crop(arkit, ctx)
     full, swap_e, swap_a = (out[n]["coeffs"] for n in ("full", "swap_expr", "swap_audio"))
@@ -114,8 +126,19 @@ def stage1_losses(model, out: dict, arkit, scale, neutral_gap, units_mm, masks: 
     return losses
 
 
+def batch_losses(model, b, targets, geo: LossGeometry, cfg, device="cpu") -> dict:
+    """One training batch (``TrainingSet.batch``) through ``model`` (the module, or its DDP
+    wrapper) with the cross-modality swap -> ``stage1_losses``."""
+    net = model.module if hasattr(model, "module") else model
+    expr_in = targets.columns(b.arkit, b.scale, net.expression.index.cpu()).to(device)
+    out = model(b.mel.to(device), b.rel.to(device), expr_in, b.template.to(device), tau=cfg.tau,
+                swap=torch.roll(torch.arange(len(b.mel)), 1))
+    return stage1_losses(net, out, b.arkit.to(device), b.scale.to(device),
+                         b.neutral_gap.to(device), geo, cfg)
+
+
 @torch.no_grad()
-def validate_stage1(model, val_set, cfg, masks, pairs, device) -> dict:
+def validate_stage1(model, val_set, cfg, geo: LossGeometry, device) -> dict:
     """Inference-like numbers on fixed validation crops (argmax codes, no Gumbel noise):
     val_lip_mm: mean over frames of the max lip-vertex error with the sequence's own expression;
     val_lip_swap_mm: the same with another crop's expression (what inference faces, since the
@@ -129,8 +152,12 @@ def validate_stage1(model, val_set, cfg, masks, pairs, device) -> dict:
     audio_feat = model.audio_features(b.mel.to(device), b.rel.to(device))
     expr_feat = model.expression(gt_full)
     tfeat = model.decoder.template_features(b.template.to(device))
-    lips, lids = masks["lips"] > 0.5, masks["eyelids"] > 0.5
-    gt = _crop(gt_full, model.decoder.ctx)
+    lips, lids = geo.masks["lips"] > 0.5, geo.masks["eyelids"] > 0.5
+    ctx = model.decoder.ctx
+    gt = _crop(gt_full, ctx)
+    neutral = b.neutral_gap.to(device)[:, None]
+    gap_gt = gt @ geo.gap_vec
+    closed = (neutral + gap_gt) < cfg.closed_mm
     res = {}
     for name, e in (("", expr_feat), ("_swap", torch.roll(expr_feat, 1, 0))):
         a_log, e_log = model.logits(audio_feat, e)
@@ -138,16 +165,12 @@ def validate_stage1(model, val_set, cfg, masks, pairs, device) -> dict:
         one_hot = torch.nn.functional.one_hot(codes, model.cfg.classes).float()
         _, off, _ = model.decode(one_hot, tfeat)
         err = (off - gt).unflatten(-1, (-1, 3)).norm(dim=-1)            # (B, T, V) mm
+        gap = off @ geo.gap_vec
         res[f"val_lip{name}_mm"] = round(err[..., lips].amax(-1).mean().item(), 4)
-        res[f"val_gap{name}_mm"] = round((lip_gap_mm(off, pairs) - lip_gap_mm(gt, pairs))
-                                         .abs().mean().item(), 4)
-        neutral = b.neutral_gap.to(device)[:, None]
-        closed = (neutral + lip_gap_mm(gt, pairs)) < cfg.closed_mm
-        res[f"val_closed_gap{name}_mm"] = round((neutral + lip_gap_mm(off, pairs))[closed]
-                                                .mean().item(), 4)
+        res[f"val_gap{name}_mm"] = round((gap - gap_gt).abs().mean().item(), 4)
+        res[f"val_closed_gap{name}_mm"] = round((neutral + gap)[closed].mean().item(), 4)
         if not name:
-            pred_closed = model.closure(audio_feat[:, model.decoder.ctx:audio_feat.shape[1]
-                                                   - model.decoder.ctx])[..., 0] > 0
+            pred_closed = model.closure(audio_feat[:, ctx:audio_feat.shape[1] - ctx])[..., 0] > 0
             res["val_seal_recall"] = round(pred_closed[closed].float().mean().item(), 3)
             res["val_seal_precision"] = round(closed[pred_closed].float().mean().item(), 3)
             res["val_eyelid_mm"] = round(err[..., lids].mean().item(), 4)
