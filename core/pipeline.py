@@ -43,23 +43,43 @@ def lip_gap_vector(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
     return g
 
 
+def seal_direction(basis_mm: np.ndarray, pairs: np.ndarray, n_vertices: int):
+    """What ``seal_lips`` needs from the decoder's basis: (w (K,) mm of inner-lip gap per unit of
+    each coefficient, u (K,) the least-squares smallest change of the face, over all vertices,
+    that opens the gap by 1 mm, g (V*3,) the gap functional). basis_mm (K, V*3) millimetres."""
+    g = lip_gap_vector(pairs, n_vertices)
+    b = torch.from_numpy(np.ascontiguousarray(basis_mm, np.float32))
+    w = (b @ torch.from_numpy(g.astype(np.float32))).double().numpy()      # gap per coefficient
+    gram = (b @ b.T).double().numpy()
+    u = np.linalg.solve(gram + 1e-6 * np.trace(gram) / len(gram) * np.eye(len(gram)), w)
+    return w, u / (w @ u), g
+
+
+def _model_seal_direction(net, pairs: np.ndarray, n_vertices: int):
+    """``seal_direction`` of a model's basis, computed once per set of weights (7 ms each time
+    otherwise, a tenth of a minute-long ``animate``)."""
+    weight = net.basis.weight
+    key = (weight.data_ptr(), weight._version, pairs.tobytes(), n_vertices)
+    cached = getattr(net, "_seal_cache", None)
+    if cached is None or cached[0] != key:
+        cached = (key, seal_direction(weight.detach().T.numpy(), pairs, n_vertices))
+        object.__setattr__(net, "_seal_cache", cached)
+    return cached[1]
+
+
 def seal_lips(coeffs: np.ndarray, seal_prob: np.ndarray, basis_mm: np.ndarray, bias_mm: np.ndarray,
-              template: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+              template: np.ndarray, pairs: np.ndarray, direction=None) -> np.ndarray:
     """Close the lips where the model says they are sealed.
 
     coeffs (N, K); seal_prob (N,) from the closure head; basis_mm (K, V*3), bias_mm (V*3,)
-    millimetres; template (V, 3) m. Where the probability is high, the inner-lip gap is brought
+    millimetres; template (V, 3) m; direction: ``seal_direction(basis_mm, pairs, V)`` if
+    already known. Where the probability is high, the inner-lip gap is brought
     down to SEAL_GAP_MM by the smallest change of the face (least squares over all vertices)
     that the decoder's basis can make, blended in between probabilities SEAL_PROB, and only
     where the predicted gap is already small (full below 5 mm, none above 7 mm,
     SEAL_MAX_GAP_MM), so a wrong guess of the head cannot shut an open vowel. Returns the new
     coefficients (N, K)."""
-    g = lip_gap_vector(pairs, len(template))
-    b = torch.from_numpy(np.ascontiguousarray(basis_mm, np.float32))
-    w = (b @ torch.from_numpy(g.astype(np.float32))).double().numpy()      # gap per coefficient
-    gram = (b @ b.T).double().numpy()
-    u = np.linalg.solve(gram + 1e-6 * np.trace(gram) / len(gram) * np.eye(len(gram)), w)
-    u /= w @ u                                                            # moves the gap by 1 mm
+    w, u, g = direction or seal_direction(basis_mm, pairs, len(template))
     neutral = 1000.0 * float(g @ template.reshape(-1))                   # the gap at rest, mm
     gap = neutral + coeffs.astype(np.float64) @ w + float(bias_mm @ g)
     strength = (np.clip((seal_prob - SEAL_PROB[0]) / (SEAL_PROB[1] - SEAL_PROB[0]), 0.0, 1.0)
@@ -217,7 +237,9 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
     if seal:
         logit = np.concatenate(seal_logit)[ctx:ctx + n_model] - np.log(SEAL_POS_WEIGHT)
         prob = 1 / (1 + np.exp(-logit))
-        coeffs = seal_lips(coeffs, prob, basis_mm, bias_mm, template, head.landmarks["lip_pairs"])
+        pairs = head.landmarks["lip_pairs"]
+        coeffs = seal_lips(coeffs, prob, basis_mm, bias_mm, template, pairs,
+                           _model_seal_direction(net, pairs, len(template)))
     coeffs = _resample_frames(coeffs, cfg.fps, fps, n_out)
     arkit = np.clip(coeffs @ net.arkit.weight.T.numpy() + net.arkit.bias.numpy(), 0, 1)
     return Animation(float(fps), template, head.faces, head.landmarks["lip_pairs"], coeffs,

@@ -78,26 +78,29 @@ class CodePrior(nn.Module):
         codes = np.zeros((n, he), np.int64)
         cols = np.arange(he) * c
         p = cfg.prior_dim
-        w_prev, w_ih, b_ih, w_hh, b_hh = w["prev"], w["w_ih"], w["b_ih"], w["w_hh"], w["b_hh"]
-        w_out, b_out, within = w["out"], w["b_out"], w["within"]
+        w_prev_rows, gru, bias = w["prev_rows"], w["gru"], w["gru_bias"]
+        w_out, within = w["out"], w["within"]
         # scaled noise and logits: argmax(l / t + g) == argmax(l + t * g)
-        noise = noise * (temperature or 1.0)
+        base = noise.reshape(n, he * c) * (temperature or 1.0) + w["b_out"]
+        xh = np.zeros(2 * p)             # [GRU input x_t, state h]: one matmul per frame
+        xh[p:] = h
+        hh = xh[p:]
         for t in range(n):
-            x = drive[t] + w_prev[:, cols + prev].sum(1) if prev is not None else drive[t]
-            x = np.maximum(x, 0.2 * x)
-            gi = w_ih @ x + b_ih
-            gh = w_hh @ h + b_hh
-            rz = 1.0 / (1.0 + np.exp(-(gi[:2 * p] + gh[:2 * p])))
-            cand = np.tanh(gi[2 * p:] + rz[:p] * gh[2 * p:])
-            h = cand + rz[p:] * (h - cand)
-            logits = w_out @ h + b_out + noise[t].ravel()
+            x = drive[t] + w_prev_rows[cols + prev].sum(0) if prev is not None else drive[t]
+            np.maximum(x, 0.2 * x, out=xh[:p])
+            g = gru @ xh + bias
+            rz = np.tanh(g[:2 * p]) * 0.5 + 0.5                     # sigmoid(a) = tanh(a/2)/2 + 1/2
+            cand = np.tanh(g[2 * p:3 * p] + rz[:p] * g[3 * p:])
+            hh -= (1.0 - rz[p:]) * (hh - cand)                      # h = cand + z (h - cand)
+            logits = w_out @ hh + base[t]
+            row = codes[t]
             for k in range(he):
-                code = int(logits[k * c:(k + 1) * c].argmax())
-                codes[t, k] = code
+                code = logits[k * c:(k + 1) * c].argmax()
+                row[k] = code
                 if k + 1 < he:
                     logits += within[k * c + code]
-            prev = codes[t]
-        return codes, (h, prev)
+            prev = row
+        return codes, (hh.copy(), prev)
 
 
 def _numpy_weights(prior: CodePrior) -> dict:
@@ -111,5 +114,15 @@ def _numpy_weights(prior: CodePrior) -> dict:
         "prev": prior.inp_prev.weight, "w_ih": g.weight_ih_l0, "w_hh": g.weight_hh_l0,
         "b_ih": g.bias_ih_l0, "b_hh": g.bias_hh_l0, "out": prior.out.weight,
         "b_out": prior.out.bias, "within": prior.within * prior.mask}.items()}
+    p = prior.cfg.prior_dim
+    # the GRU as one (4P, 2P) map of [x; h]: rows r, z (input + hidden, halved so that a tanh
+    # gives the sigmoid), then the candidate's input part, then its hidden part
+    gru = np.zeros((4 * p, 2 * p))
+    gru[:2 * p, :p], gru[:2 * p, p:] = w["w_ih"][:2 * p] / 2, w["w_hh"][:2 * p] / 2
+    gru[2 * p:3 * p, :p], gru[3 * p:, p:] = w["w_ih"][2 * p:], w["w_hh"][2 * p:]
+    w["gru"] = gru
+    w["gru_bias"] = np.concatenate([(w["b_ih"][:2 * p] + w["b_hh"][:2 * p]) / 2,
+                                    w["b_ih"][2 * p:], w["b_hh"][2 * p:]])
+    w["prev_rows"] = np.ascontiguousarray(w["prev"].T)                # (He*C, P)
     object.__setattr__(prior, "_np_cache", (version, w))
     return w
