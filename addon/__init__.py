@@ -1,18 +1,33 @@
 """Blender side of Speechface: registers the extension's classes with Blender.
 
-Nothing is registered yet: the panels, properties and bake operators arrive with the bake issue.
-``classes`` is the table of contents; it is registered in order and unregistered in reverse.
+``classes`` is the table of contents, registered in order and unregistered in reverse:
+settings (``props``), operators (``ops``), panels (``ui``). The ``speechface`` command-line
+command (``blender --command speechface ...``, the batch baker) is registered beside them.
 """
 import bpy
 
-classes: tuple[type, ...] = ()
+from . import ops, props, ui
+
+classes = (*props.classes, *ops.classes, *ui.classes)
+
+_cli_handle = None
 
 
 def register() -> None:
+    global _cli_handle
     for cls in classes:
         bpy.utils.register_class(cls)
+    props.register()
+    if hasattr(bpy.utils, "register_cli_command"):
+        from .batch import cli_command
+        _cli_handle = bpy.utils.register_cli_command("speechface", cli_command)
 
 
 def unregister() -> None:
+    global _cli_handle
+    if _cli_handle is not None:
+        bpy.utils.unregister_cli_command(_cli_handle)
+        _cli_handle = None
+    props.unregister()
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

@@ -1,0 +1,207 @@
+"""Operators: Bake, Clear, Add Speechface Head.
+
+Bake from the panel runs as a modal operator: the pipeline works in a background thread, a
+timer updates the progress bar, Esc cancels, and the result is written on the main thread as one
+undo step. From a script (``bpy.ops.speechface.bake(...)``, ``blender -b``, the ``bpy`` module)
+the same operator runs synchronously; every option is an operator property and unset ones come
+from the scene's Speechface settings.
+"""
+from __future__ import annotations
+
+import bpy
+from bpy.props import StringProperty
+
+from . import job as jobs
+from .bake import apply, compute, describe, options_of, prepare
+from .props import OPTION_NAMES, option_props
+from .scene_data import BakeError, default_strip_name, sound_strips
+
+
+def _target(context, name: str):
+    if name:
+        obj = context.scene.objects.get(name) or bpy.data.objects.get(name)
+        if obj is None:
+            raise BakeError(f"No object named {name!r}: pass the face mesh's name")
+        return obj
+    return context.scene.speechface.target
+
+
+def _poll_panel(cls, context) -> bool:
+    """Grey the buttons, with the reason, when the panel's settings cannot work. Headless
+    (``blender -b``, the ``bpy`` module) scripts pass their own strip and object, so there
+    everything is checked in execute instead, where the operator's properties are known."""
+    if bpy.app.background:
+        return context.scene is not None
+    scene = context.scene
+    if not sound_strips(scene):
+        cls.poll_message_set("Add a sound strip with the speech in the Video Sequencer")
+        return False
+    s = scene.speechface
+    if not s.strip and not default_strip_name(scene):
+        cls.poll_message_set("Pick the sound strip in the Speechface panel")
+        return False
+    if s.target is None:
+        cls.poll_message_set("Pick the face mesh in the Speechface panel (or Add Speechface Head)")
+        return False
+    if jobs.current is not None and not jobs.current.done:
+        cls.poll_message_set("A bake is running: wait for it or press Esc")
+        return False
+    return True
+
+
+class SPEECHFACE_OT_bake(bpy.types.Operator):
+    """Animate the face mesh from the sound strip's speech (shape keys with keyframes)"""
+    bl_idname = "speechface.bake"
+    bl_label = "Bake Speech"
+    bl_options = {"REGISTER", "UNDO"}
+    __annotations__ = {
+        "strip": StringProperty(name="Sound Strip", description="Strip name (default: the panel's)"),
+        "target": StringProperty(name="Object", description="Mesh object name (default: the panel's)"),
+        **option_props(),
+    }
+
+    _job = None
+    _timer = None
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_panel(cls, context)
+
+    def _request(self, context):
+        s = context.scene.speechface
+        overrides = {n: getattr(self, n) for n in OPTION_NAMES if self.properties.is_property_set(n)}
+        return prepare(context.scene, _target(context, self.target), self.strip or s.strip,
+                       options_of(s, overrides))
+
+    def execute(self, context):
+        try:
+            req = self._request(context)
+            result = compute(req)
+            obj = _target(context, req.object_name)
+            self.report({"INFO"}, describe(result, apply(result, context.scene, obj)))
+        except BakeError as ex:
+            self.report({"ERROR"}, str(ex))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        try:
+            req = self._request(context)
+        except BakeError as ex:
+            self.report({"ERROR"}, str(ex))
+            return {"CANCELLED"}
+        self._job = jobs.current = jobs.BackgroundJob(
+            lambda progress, cancel: compute(req, progress, cancel)).start()
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.progress_begin(0, 100)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _finish(self, context):
+        wm = context.window_manager
+        wm.event_timer_remove(self._timer)
+        wm.progress_end()
+        context.workspace.status_text_set(None)
+        _redraw(context)
+
+    def modal(self, context, event):
+        job = self._job
+        if event.type == "ESC" and event.value == "PRESS":
+            job.cancel()
+        if event.type != "TIMER":
+            return {"RUNNING_MODAL"} if not job.cancelled else {"PASS_THROUGH"}
+        if not job.done:
+            context.window_manager.progress_update(int(100 * job.progress))
+            context.workspace.status_text_set(
+                f"Speechface: baking {100 * job.progress:.0f} % (Esc to cancel)")
+            _redraw(context)
+            return {"RUNNING_MODAL"}
+        self._finish(context)
+        if job.cancelled:
+            self.report({"WARNING"}, "Speechface: bake cancelled, nothing changed")
+            return {"CANCELLED"}
+        if job.error is not None:
+            msg = str(job.error) if isinstance(job.error, BakeError) else \
+                f"Speechface failed: {type(job.error).__name__}: {job.error} (see the console)"
+            if not isinstance(job.error, BakeError):
+                print(job.trace)
+            self.report({"ERROR"}, msg)
+            return {"CANCELLED"}
+        result = job.result
+        obj = bpy.data.objects.get(result.request.object_name)
+        if obj is None:
+            self.report({"ERROR"}, "The face mesh was deleted during the bake: nothing changed")
+            return {"CANCELLED"}
+        self.report({"INFO"}, describe(result, apply(result, context.scene, obj)))
+        return {"FINISHED"}
+
+
+def _redraw(context) -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type in {"SEQUENCE_EDITOR", "VIEW_3D"}:
+                area.tag_redraw()
+
+
+class SPEECHFACE_OT_clear(bpy.types.Operator):
+    """Remove Speechface's shape keys and animation from the face mesh (yours stay)"""
+    bl_idname = "speechface.clear"
+    bl_label = "Clear Speechface Bake"
+    bl_options = {"REGISTER", "UNDO"}
+    target: StringProperty(name="Object", description="Mesh object name (default: the panel's)")
+
+    @classmethod
+    def poll(cls, context):
+        from .writers import has_bake
+        if bpy.app.background:
+            return True
+        if not has_bake(context.scene.speechface.target):
+            cls.poll_message_set("The face mesh has no Speechface bake")
+            return False
+        return True
+
+    def execute(self, context):
+        from .scene_data import check_target
+        from .writers import clear
+        try:
+            obj = _target(context, self.target)
+            check_target(obj)
+        except BakeError as ex:
+            self.report({"ERROR"}, str(ex))
+            return {"CANCELLED"}
+        n = clear(obj)
+        shots = context.scene.speechface.shots
+        for i in reversed(range(len(shots))):
+            if shots[i].target == obj:
+                shots.remove(i)
+        self.report({"INFO"}, f"Speechface: removed {n} shape keys and their animation from {obj.name!r}")
+        return {"FINISHED"}
+
+
+class SPEECHFACE_OT_add_head(bpy.types.Operator):
+    """Add the Speechface head (CC0, MakeHuman) to try Speechface without a character"""
+    bl_idname = "speechface.add_head"
+    bl_label = "Add Speechface Head"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        from ..core.assets import load_default_head
+        head = load_default_head()
+        mesh = bpy.data.meshes.new("Speechface Head")
+        mesh.from_pydata(head.vertices.tolist(), [], head.faces.tolist())
+        mesh.shade_smooth()
+        mesh.update()
+        obj = bpy.data.objects.new("Speechface Head", mesh)
+        context.collection.objects.link(obj)
+        for o in context.view_layer.objects.selected:
+            o.select_set(False)
+        obj.select_set(True)
+        context.view_layer.objects.active = obj
+        context.scene.speechface.target = obj
+        self.report({"INFO"}, f"Added {obj.name!r} ({head.n_vertices} vertices) and picked it "
+                              "for Speechface")
+        return {"FINISHED"}
+
+
+classes = (SPEECHFACE_OT_bake, SPEECHFACE_OT_clear, SPEECHFACE_OT_add_head)

@@ -1,0 +1,143 @@
+"""Write a bake into Blender as shape keys with keyframed values, and take it out again.
+
+What Speechface makes, and only that, is marked so re-baking and Clear never touch the user's
+own data:
+- shape keys whose names start with ``KEY_PREFIX``;
+- one Action per mesh with the custom property ``speechface`` (the object's name);
+- if the shape keys already had an Action of the user's, an NLA track named ``NLA_TRACK``;
+- a Basis key it had to add to a mesh without shape keys (``BASIS_MARK`` on the Key), removed
+  again by Clear when no other key is left.
+
+Keyframes use the slotted (layered) Action API, which Blender 4.4+ and 5.0 share.
+"""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+KEY_PREFIX = "speechface."
+NLA_TRACK = "Speechface"
+ACTION_MARK = "speechface"
+BASIS_MARK = "speechface_made_basis"
+LINEAR = 1                     # Keyframe.interpolation enum value of 'LINEAR'
+
+
+def is_ours(name: str) -> bool:
+    return name.startswith(KEY_PREFIX)
+
+
+def _ensure_basis(obj):
+    mesh = obj.data
+    if mesh.shape_keys is None:
+        obj.shape_key_add(name="Basis", from_mix=False)
+        mesh.shape_keys[BASIS_MARK] = True
+    return mesh.shape_keys
+
+
+def _add_keys(obj, names, deltas_local: np.ndarray, slider: tuple) -> None:
+    """Shape keys ``names`` = reference shape + deltas (N, V, 3) local units, value 0."""
+    key = _ensure_basis(obj)
+    ref = np.empty(len(obj.data.vertices) * 3, np.float32)
+    key.reference_key.data.foreach_get("co", ref)
+    for name, delta in zip(names, deltas_local):
+        kb = obj.shape_key_add(name=name, from_mix=False)
+        kb.data.foreach_set("co", ref + delta.reshape(-1))
+        kb.slider_min, kb.slider_max = slider
+        kb.value = 0.0
+
+
+def _new_action(obj, key):
+    act = bpy.data.actions.new(f"Speechface {obj.name}")
+    act[ACTION_MARK] = obj.name
+    slot = act.slots.new(id_type="KEY", name=key.name)
+    layer = act.layers.new("Speechface")
+    strip = layer.strips.new(type="KEYFRAME")
+    return act, slot, strip.channelbag(slot, ensure=True)
+
+
+def _key_curve(bag, name: str, frames: np.ndarray, values: np.ndarray) -> None:
+    fc = bag.fcurves.new(f'key_blocks["{name}"].value')
+    fc.keyframe_points.add(len(frames))
+    co = np.empty(2 * len(frames), np.float32)
+    co[0::2], co[1::2] = frames, values
+    fc.keyframe_points.foreach_set("co", co)
+    fc.keyframe_points.foreach_set("interpolation", np.full(len(frames), LINEAR, np.int32))
+    fc.update()
+
+
+def _place(key, act, slot, first_frame: int) -> str:
+    """Make the Action drive the Key: as its Action if it has none (or only ours), else on our
+    own NLA track above the user's Action. Returns where it went."""
+    ad = key.animation_data or key.animation_data_create()
+    if ad.action is None:
+        ad.action = act
+        ad.action_slot = slot
+        return "action"
+    track = ad.nla_tracks.new()
+    track.name = NLA_TRACK
+    strip = track.strips.new(act.name, int(first_frame), act)
+    if getattr(strip, "action_slot", None) is None and hasattr(strip, "action_slot"):
+        strip.action_slot = slot
+    return "nla"
+
+
+def write_compact(obj, deltas_local: np.ndarray, values: np.ndarray, first_frame: int) -> dict:
+    """Compact mode: R keys ``speechface.basis.NN`` (deltas (R, V, 3), local units) with values
+    (T, R) in -1..1 keyed at frames first_frame .. first_frame + T - 1."""
+    names = [f"{KEY_PREFIX}basis.{r:02d}" for r in range(len(deltas_local))]
+    _add_keys(obj, names, deltas_local, (-1.0, 1.0))
+    key = obj.data.shape_keys
+    act, slot, bag = _new_action(obj, key)
+    frames = first_frame + np.arange(len(values), dtype=np.float32)
+    for r, name in enumerate(names):
+        _key_curve(bag, name, frames, values[:, r])
+    return {"keys": len(names), "frames": len(values), "placed": _place(key, act, slot, first_frame)}
+
+
+def write_exact(obj, frames_local, n_frames: int, first_frame: int) -> dict:
+    """Exact mode: one key per frame, ``speechface.frame.NNNNN`` holding that frame's offsets
+    (frames_local yields (start, (n, V, 3)) blocks in local units), keyed 0-1-0 around it."""
+    names = [f"{KEY_PREFIX}frame.{k:05d}" for k in range(n_frames)]
+    for start, block in frames_local:
+        _add_keys(obj, names[start:start + len(block)], block, (0.0, 1.0))
+    key = obj.data.shape_keys
+    act, slot, bag = _new_action(obj, key)
+    for k, name in enumerate(names):
+        f = first_frame + k
+        _key_curve(bag, name, np.array([f - 1, f, f + 1], np.float32),
+                   np.array([0.0, 1.0, 0.0], np.float32))
+    return {"keys": n_frames, "frames": n_frames, "placed": _place(key, act, slot, first_frame)}
+
+
+def has_bake(obj) -> bool:
+    key = obj.data.shape_keys if obj is not None and obj.type == "MESH" else None
+    return key is not None and any(is_ours(kb.name) for kb in key.key_blocks)
+
+
+def clear(obj) -> int:
+    """Remove everything Speechface made on ``obj``; the user's keys, their values and their
+    animation stay as they are. Returns the number of shape keys removed."""
+    key = obj.data.shape_keys
+    if key is None:
+        return 0
+    ours = [kb for kb in key.key_blocks if is_ours(kb.name)]
+    actions = set()
+    ad = key.animation_data
+    if ad is not None:
+        if ad.action is not None and ACTION_MARK in ad.action:
+            actions.add(ad.action)
+            ad.action = None
+        for track in list(ad.nla_tracks):
+            if track.name == NLA_TRACK or any(s.action is not None and ACTION_MARK in s.action
+                                              for s in track.strips):
+                actions.update(s.action for s in track.strips if s.action is not None)
+                ad.nla_tracks.remove(track)
+    for kb in reversed(ours):
+        obj.shape_key_remove(kb)
+    key = obj.data.shape_keys
+    if key is not None and key.get(BASIS_MARK) and len(key.key_blocks) == 1:
+        obj.shape_key_remove(key.key_blocks[0])   # the Basis we added: the mesh is as it was
+    for act in actions:
+        if act.users == 0 and ACTION_MARK in act:
+            bpy.data.actions.remove(act)
+    return len(ours)
