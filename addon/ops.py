@@ -149,7 +149,9 @@ class SPEECHFACE_OT_clear(bpy.types.Operator):
     bl_idname = "speechface.clear"
     bl_label = "Clear Speechface Bake"
     bl_options = {"REGISTER", "UNDO"}
-    target: StringProperty(name="Object", description="Mesh object name (default: the panel's)")
+    __annotations__ = {
+        "target": StringProperty(name="Object", description="Mesh object name (default: the panel's)"),
+    }
 
     @classmethod
     def poll(cls, context):

@@ -52,9 +52,11 @@ def _is_mesh(self, obj) -> bool:
 
 class SpeechfaceShot(bpy.types.PropertyGroup):
     """A strip-object pair baked in this file (what ``speechface batch`` re-bakes)."""
-    strip: StringProperty(name="Strip")
-    target: PointerProperty(name="Object", type=bpy.types.Object)
-    options: StringProperty(name="Options", description="The bake options as JSON")
+    __annotations__ = {
+        "strip": StringProperty(name="Strip"),
+        "target": PointerProperty(name="Object", type=bpy.types.Object),
+        "options": StringProperty(name="Options", description="The bake options as JSON"),
+    }
 
 
 class SpeechfaceSettings(bpy.types.PropertyGroup):
