@@ -165,7 +165,8 @@ def child_main(spec_json: str) -> None:
             sys.exit(1)
     changed = False
     for shot in shots:
-        key = shot_key(spec["target"], shot)
+        options = options_of(scene.speechface, shot["options"])       # what the bake will use
+        key = shot_key(spec["target"], dict(shot, options=options))
         row = {"object": shot["object"], "strip": shot["strip"], "key": key}
         if key in skip and Path(spec["target"]).is_file():
             results.append(dict(row, ok=True, skipped=True, message="done before, skipped"))
@@ -175,7 +176,7 @@ def child_main(spec_json: str) -> None:
             obj = bpy.data.objects.get(shot["object"])
             if obj is None:
                 raise BakeError(f"no object named {shot['object']!r} in the file")
-            message = bake_now(scene, obj, shot["strip"], options_of(scene.speechface, shot["options"]))
+            message = bake_now(scene, obj, shot["strip"], options)
             results.append(dict(row, ok=True, message=f"{message} [{time.perf_counter() - t:.1f} s]"))
             changed = True
         except BakeError as ex:
