@@ -2,7 +2,8 @@
 """Set up the development environment, run the tests, the demo and the benchmarks, build the zip.
 
     python3 build.py                 set up, validate and build the extension zip into dist/
-    python3 build.py build           the same
+                                     (speechface-<version>-linux_x64.zip, torch & co. bundled)
+    python3 build.py build [--platform windows-x64 ...] [--wheelhouse DIR] [--no-wheels]
     python3 build.py test [ARGS]     set up, then run pytest on tests/ (ARGS go to pytest)
     python3 build.py demo            set up, then run the demo job (python -m train demo)
     python3 build.py bench           set up, then print benchmark figures (python -m train bench)
@@ -248,21 +249,91 @@ def blender_ext_script(venv: Path = VENV) -> Path:
     return Path(found[-1])
 
 
-def build_extension(output_dir: Path, source_dir: Path = REPO) -> list[Path]:
-    """Validate source_dir and build its extension zip(s) into output_dir; return their paths.
+# What the pipeline needs at run time inside Blender, as wheels bundled into the zip (pins as in
+# requirements.txt). numpy stays out: Blender ships it.
+EXTENSION_WHEELS = (
+    "torch==2.13.0", "filelock==4.2.12", "typing_extensions==4.16.0", "sympy==1.14.0",
+    "mpmath==1.3.0", "networkx==3.6.1", "Jinja2==3.1.6", "MarkupSafe==3.0.4", "fsspec==2026.9.0",
+    "soundfile==0.14.0", "cffi==2.1.1", "pycparser==3.12", "safetensors==0.8.0",
+)
+# Blender platform -> pip platform tags of the wheels that run there (Blender 4.2-5.0: CPython 3.11)
+PLATFORM_TAGS = {
+    "linux-x64": ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"),
+    "windows-x64": ("win_amd64",),
+    "macos-arm64": ("macosx_11_0_arm64", "macosx_12_0_arm64", "macosx_14_0_arm64"),
+    "macos-x64": ("macosx_10_13_x86_64", "macosx_10_9_x86_64"),
+}
+WHEELHOUSE = CACHE / "wheelhouse"
+EXTENSION_FILES = ("blender_manifest.toml", "__init__.py", "addon", "core")
 
-    What goes into the zip is decided by `[build] paths_exclude_pattern` in blender_manifest.toml.
-    Bundled wheels (torch per platform) will be added here: downloaded into the source's wheels/,
-    listed in the manifest with its platforms, and built with --split-platforms, one zip each;
-    the "created" lines parsed below already give every zip.
+
+def fetch_wheels(platform: str, wheelhouse: Path = WHEELHOUSE) -> list[Path]:
+    """The EXTENSION_WHEELS for a Blender platform, in wheelhouse/<platform>/: files already
+    there are used as they are (an offline wheelhouse), the rest come from the package registry
+    (pip download; for linux-x64 torch that is the CPU build pip finds first, see README)."""
+    if platform not in PLATFORM_TAGS:
+        raise SetupError(f"unknown platform {platform!r}; one of: {', '.join(PLATFORM_TAGS)}")
+    dest = wheelhouse / platform
+    dest.mkdir(parents=True, exist_ok=True)
+    tags = [a for t in PLATFORM_TAGS[platform] for a in ("--platform", t)]
+    run([str(venv_python()), "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+         "--python-version", "3.11", "--implementation", "cp", *tags, "--dest", str(dest),
+         *EXTENSION_WHEELS])
+    wheels = []
+    for pin in EXTENSION_WHEELS:
+        name, version = pin.split("==")
+        stem = name.lower().replace("-", "_")
+        found = [w for w in dest.glob("*.whl")
+                 if w.name.lower().startswith(f"{stem}-{version}-") or w.name.lower().startswith(f"{stem}-{version}+")]
+        if not found:
+            raise SetupError(f"no wheel of {pin} for {platform} in {dest}")
+        wheels.append(sorted(found)[-1])
+    return wheels
+
+
+def stage_extension(stage: Path, wheels: list[Path], platform: str | None) -> Path:
+    """Copy the extension's files into stage/ with its wheels listed in the manifest."""
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in EXTENSION_FILES:
+        src = REPO / name
+        (shutil.copytree(src, stage / name, ignore=ignore) if src.is_dir() else shutil.copy2(src, stage / name))
+    manifest = (stage / "blender_manifest.toml").read_text()
+    extra = ""
+    if wheels:
+        (stage / "wheels").mkdir()
+        for w in wheels:
+            shutil.copy2(w, stage / "wheels" / w.name)
+        extra += "wheels = [\n" + "".join(f'  "./wheels/{w.name}",\n' for w in wheels) + "]\n"
+    if platform:
+        extra += f'platforms = ["{platform}"]\n'
+    # top-level keys must come before the first [table]
+    at = manifest.index("\n[") + 1
+    (stage / "blender_manifest.toml").write_text(manifest[:at] + extra + "\n" + manifest[at:])
+    return stage
+
+
+def build_extension(output_dir: Path, source_dir: Path = REPO, platform: str | None = None,
+                    wheelhouse: Path = WHEELHOUSE) -> list[Path]:
+    """Validate and build the extension zip into output_dir; return the zip paths.
+
+    platform None: the add-on alone (for development; Blender must already have torch); a
+    platform (linux-x64, windows-x64, macos-arm64, macos-x64): the wheels of EXTENSION_WHEELS
+    for it bundled, one zip speechface-<version>-<platform>.zip. What goes in is decided by
+    `[build] paths_exclude_pattern` in blender_manifest.toml.
     """
     python = str(venv_python())
     builder = str(blender_ext_script())
+    if platform is not None:
+        source_dir = stage_extension(CACHE / "stage" / platform, fetch_wheels(platform, wheelhouse), platform)
     run([python, builder, "validate", str(source_dir)], stdout=subprocess.DEVNULL)
     output_dir.mkdir(parents=True, exist_ok=True)
+    split = ["--split-platforms"] if platform is not None else []
     proc = subprocess.run(
         [python, builder, "build", "--source-dir", str(source_dir), "--output-dir", str(output_dir),
-         "--output-type", "JSON"],
+         *split, "--output-type", "JSON"],
         capture_output=True, text=True,
     )
     zips: list[Path] = []
@@ -289,10 +360,21 @@ def human_size(size: int) -> str:
 # --- commands -----------------------------------------------------------------------------------
 
 def cmd_build(args: list[str]) -> int:
+    """build [--platform P ...] [--wheelhouse DIR] [--no-wheels]: one zip per platform (default:
+    linux-x64) with its wheels; --no-wheels: the add-on alone."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="build.py build")
+    ap.add_argument("--platform", action="append", choices=sorted(PLATFORM_TAGS))
+    ap.add_argument("--wheelhouse", type=Path, default=WHEELHOUSE,
+                    help="folder of wheels per platform (<dir>/<platform>/*.whl); missing ones "
+                         "are downloaded into it")
+    ap.add_argument("--no-wheels", action="store_true", help="the add-on without bundled wheels")
+    opts = ap.parse_args(args)
     setup()
     say(f"build: validating and building into {DIST.relative_to(REPO)}/")
-    for path in build_extension(DIST):
-        say(f"built {path} ({human_size(path.stat().st_size)})")
+    for platform in ([None] if opts.no_wheels else (opts.platform or ["linux-x64"])):
+        for path in build_extension(DIST, platform=platform, wheelhouse=opts.wheelhouse.resolve()):
+            say(f"built {path} ({human_size(path.stat().st_size)})")
     return 0
 
 

@@ -32,6 +32,8 @@ from pathlib import Path
 import bpy
 
 PACKAGE = __package__.rsplit(".", 1)[0]          # the extension's module, e.g. bl_ext.user_default.speechface
+REPO_MODULE = PACKAGE.split(".")[1] if PACKAGE.startswith("bl_ext.") else ""
+REPO_DIR = Path(os.path.abspath(__file__)).parents[2]   # the repository folder (links kept)
 RESULT = "SPEECHFACE-SHOT "                      # prefix of a child's result lines on stdout
 
 
@@ -74,7 +76,12 @@ def shot_key(target: str, shot: dict) -> str:
 
 
 def _child_command(spec: dict) -> list:
+    # the child enables this same extension; its repository is registered there if unknown
+    # (the bpy module does not load saved preferences, and a session's repositories may be unsaved)
     boot = ("import sys, bpy, addon_utils, importlib; "
+            "repos = bpy.context.preferences.extensions.repos; "
+            f"any(r.module == {REPO_MODULE!r} for r in repos) or repos.new(name={REPO_MODULE!r}, "
+            f"module={REPO_MODULE!r}, custom_directory={str(REPO_DIR)!r}); "
             f"addon_utils.enable({PACKAGE!r}, default_set=False); "
             f"importlib.import_module({PACKAGE!r} + '.addon.batch').child_main(sys.argv[-1])")
     if bpy.app.binary_path:                   # real Blender

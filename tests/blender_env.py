@@ -1,8 +1,9 @@
 """Helpers for tests that run the extension in real Blender (the ``bpy`` module).
 
-The working tree is linked into Blender's ``user_default`` extension repository (in the temp
-``BLENDER_USER_RESOURCES`` that conftest sets), so Blender imports it exactly as an installed
-extension: ``bl_ext.user_default.speechface``, relative imports and all.
+The working tree is linked into a local extension repository of its own, ``speechface_dev``
+(a folder in the temp ``BLENDER_USER_RESOURCES`` that conftest sets), so Blender imports it
+exactly as an installed extension: ``bl_ext.speechface_dev.speechface``, relative imports and
+all. Not ``user_default``: the packaging tests install and uninstall the built zip there.
 """
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-MODULE = "bl_ext.user_default.speechface"
+REPO_MODULE = "speechface_dev"
+MODULE = f"bl_ext.{REPO_MODULE}.speechface"
 
 
 def link_extension() -> Path:
-    repo_dir = Path(os.environ["BLENDER_USER_RESOURCES"]) / "extensions" / "user_default"
+    """The dev repository (created after every factory reset, which forgets it)."""
+    import bpy
+
+    repo_dir = Path(os.environ["BLENDER_USER_RESOURCES"]) / "speechface_dev_repo"
     repo_dir.mkdir(parents=True, exist_ok=True)
     link = repo_dir / "speechface"
-    if not link.exists():
+    if not link.is_symlink():
         link.symlink_to(REPO, target_is_directory=True)
+    repos = bpy.context.preferences.extensions.repos
+    if not any(r.module == REPO_MODULE for r in repos):
+        repos.new(name="Speechface dev", module=REPO_MODULE, custom_directory=str(repo_dir))
     return link
 
 
@@ -29,8 +37,8 @@ def fresh_scene():
     import addon_utils
     import bpy
 
-    link_extension()
     bpy.ops.wm.read_factory_settings(use_empty=True)
+    link_extension()
     mod = addon_utils.enable(MODULE, default_set=False, handle_error=_raise)
     assert mod is not None, "the extension did not enable"
     return mod

@@ -199,7 +199,8 @@ def test_save_reload_relative_and_packed(ext, speech, tmp_path):
 
 
 def test_cancel_leaves_scene_unchanged(ext, speech):
-    Cancelled = ext.core.pipeline.Cancelled              # the extension's own module
+    import importlib
+    Cancelled = importlib.import_module(ext.__name__ + ".core.pipeline").Cancelled   # its own
     scene, obj, strip = head_scene(speech)
     before = snapshot(bpy)
     req = ext.addon.bake.prepare(scene, obj, "", ext.addon.bake.options_of(scene.speechface))
