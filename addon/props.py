@@ -79,4 +79,5 @@ def register() -> None:
 
 
 def unregister() -> None:
-    del bpy.types.Scene.speechface
+    if hasattr(bpy.types.Scene, "speechface"):     # Blender 4.5 may unregister twice at exit
+        del bpy.types.Scene.speechface

@@ -284,3 +284,12 @@ def test_mesh_with_modifier_bakes_under_it(ext, speech):
     bpy.ops.speechface.bake()
     assert obj.modifiers[0].name == "Subdivision"
     assert len(evaluated_vertices(obj, 10)) > len(obj.data.vertices)    # modifier still on top
+
+
+def test_runs_on_the_blender_it_was_asked_for():
+    import os
+    expected = os.environ.get("SPEECHFACE_BPY_EXPECTED")
+    if expected is None:
+        assert bpy.app.version[:2] >= (4, 5)
+    else:
+        assert bpy.app.version_string.startswith(expected), bpy.app.version_string
