@@ -412,8 +412,19 @@ def cmd_test(args: list[str]) -> int:
 
 
 def cmd_demo(args: list[str]) -> int:
+    """The model on a real and a synthetic clip, then the built extension in headless Blender."""
     setup()
-    return subprocess.call([str(venv_python()), "-m", "train", "demo", "--out", "out/demo", *args], cwd=REPO)
+    rc = subprocess.call([str(venv_python()), "-m", "train", "demo", "--out", "out/demo", *args], cwd=REPO)
+    if rc:
+        return rc
+    zips = build_extension(DIST, platform="linux-x64")
+    say(f"demo: built {zips[0].relative_to(REPO)} ({human_size(zips[0].stat().st_size)})")
+    user = REPO / "out" / "demo" / "blender-user"
+    if user.exists():
+        shutil.rmtree(user)          # a fresh Blender user folder: the zip is really installed
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(user))
+    return subprocess.call([str(venv_python()), "-m", "train", "blender-demo", "--zip", str(zips[0]),
+                            "--out", "out/demo"], cwd=REPO, env=env)
 
 
 def cmd_bench(args: list[str]) -> int:

@@ -193,6 +193,7 @@ class SPEECHFACE_OT_add_head(bpy.types.Operator):
         mesh = bpy.data.meshes.new("Speechface Head")
         mesh.from_pydata(head.vertices.tolist(), [], head.faces.tolist())
         mesh.shade_smooth()
+        _dress(mesh, head)
         mesh.update()
         obj = bpy.data.objects.new("Speechface Head", mesh)
         context.collection.objects.link(obj)
@@ -204,6 +205,35 @@ class SPEECHFACE_OT_add_head(bpy.types.Operator):
         self.report({"INFO"}, f"Added {obj.name!r} ({head.n_vertices} vertices) and picked it "
                               "for Speechface")
         return {"FINISHED"}
+
+
+# base colours (linear RGB) of the head's parts; the rest is skin
+PART_COLORS = {"helper-upper-teeth": (0.9, 0.86, 0.75), "helper-lower-teeth": (0.9, 0.86, 0.75),
+               "helper-tongue": (0.55, 0.12, 0.14), "body:mouth_cavity": (0.2, 0.04, 0.05),
+               "helper-l-eye": (0.85, 0.85, 0.88), "helper-r-eye": (0.85, 0.85, 0.88)}
+SKIN = (0.62, 0.38, 0.29)
+
+
+def _dress(mesh, head) -> None:
+    """Simple materials (skin, teeth, tongue, mouth, eyes) so the mouth reads in any engine."""
+    import numpy as np
+
+    names = ["Speechface skin"] + [f"Speechface {p.split(':')[-1].replace('helper-', '')}"
+                                   for p in PART_COLORS]
+    colors = [SKIN] + list(PART_COLORS.values())
+    for name, color in zip(names, colors):
+        mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
+        mat.diffuse_color = (*color, 1.0)
+        mat.use_nodes = True
+        bsdf = mat.node_tree.nodes.get("Principled BSDF")
+        if bsdf is not None:
+            bsdf.inputs["Base Color"].default_value = (*color, 1.0)
+            bsdf.inputs["Roughness"].default_value = 0.55
+        mesh.materials.append(mat)
+    parts = list(PART_COLORS)
+    index = np.array([parts.index(p) + 1 if p in PART_COLORS else 0 for p in head.part_names],
+                     np.int32)
+    mesh.polygons.foreach_set("material_index", index[head.face_part])
 
 
 classes = (SPEECHFACE_OT_bake, SPEECHFACE_OT_clear, SPEECHFACE_OT_add_head)

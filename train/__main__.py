@@ -6,6 +6,7 @@ Commands:
   align        force-align real speech to its transcript -> phone timeline (+ rig weights)
   preview      render rig frames on the default head (PNG contact sheet + lip-opening plot)
   demo         what `python3 build.py demo` runs: the default model on a real and a synthetic clip
+  blender-demo the built extension in headless Blender: install, bake, save, Cycles contact sheet
   bench        benchmarks (what `python3 build.py bench` runs)
   fit          train the model: stage 1, stage 2 prior, export (CORPUS --out RUN)
   evaluate     score a checkpoint and baselines on the test split and real clips (CKPT CORPUS)
@@ -22,6 +23,7 @@ COMMANDS = {
     "align": ("train.align", "main_align"),
     "preview": ("train.preview", "main_preview"),
     "demo": ("train.demo", "main_demo"),
+    "blender-demo": ("train.blender_demo", "main_blender_demo"),
     "bench": ("train.bench", "main_bench"),
     "fit": ("train.fit", "main_fit"),
     "evaluate": ("train.evaluate", "main_evaluate"),
