@@ -1,6 +1,7 @@
 """Benchmarks (``python3 build.py bench``): corpus generation speed and its parts, then the
 model (``train/bench_model.py``: inference speed vs the MeshTalk-size configuration, prior
-sampling cost, peak memory on a 10-minute file, training throughput).
+sampling cost, peak memory on a 10-minute file, training throughput), then baking in Blender
+(``train/bench_bake.py``: compact and exact bakes of 60 s, .blend growth, batch throughput).
 
 Prints figures measured side by side in one run: per-engine synthesis real-time factor, rig
 and augmentation cost per second of speech, and whole-corpus generation speed on all cores vs
@@ -98,15 +99,18 @@ def bench_corpus(minutes: float):
 def main_bench(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m train bench", description=__doc__)
     ap.add_argument("--minutes", type=float, default=15.0, help="speech per corpus run")
-    ap.add_argument("--only", choices=("model", "corpus"), default=None)
+    ap.add_argument("--only", choices=("model", "corpus", "bake"), default=None)
     ap.add_argument("--meshtalk", type=Path, default=None,
                     help="trained MeshTalk-size checkpoint (default: untrained weights, same cost)")
     args = ap.parse_args(argv)
-    if args.only != "model":
+    if args.only in (None, "corpus"):
         bench_engines()
         bench_rig_and_augment()
         bench_corpus(args.minutes)
-    if args.only != "corpus":
+    if args.only in (None, "model"):
         from train.bench_model import main_bench_model
         main_bench_model(args.meshtalk)
+    if args.only in (None, "bake"):
+        from train.bench_bake import main_bench_bake
+        main_bench_bake()
     return 0
