@@ -85,6 +85,8 @@ class SPEECHFACE_OT_bake(bpy.types.Operator):
         return {"FINISHED"}
 
     def invoke(self, context, event):
+        if bpy.app.background:         # no event loop to drive a modal operator: run it now
+            return self.execute(context)
         try:
             req = self._request(context)
         except BakeError as ex:
@@ -224,7 +226,8 @@ def _dress(mesh, head) -> None:
     for name, color in zip(names, colors):
         mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
         mat.diffuse_color = (*color, 1.0)
-        mat.use_nodes = True
+        if bpy.app.version < (5, 0, 0):
+            mat.use_nodes = True        # always on from 5.0 (and deprecated there)
         bsdf = mat.node_tree.nodes.get("Principled BSDF")
         if bsdf is not None:
             bsdf.inputs["Base Color"].default_value = (*color, 1.0)

@@ -89,3 +89,18 @@ def test_batch_job_list_in_place_and_failures(shots, tmp_path, capsys):
     assert sum(kb.name.startswith("speechface.frame.") for kb in key.key_blocks) > 30
     assert (work / "two.blend").read_bytes() == original_two         # failed: left as it was
     assert not list(work.glob("*partial*"))
+
+
+def test_batch_is_a_blender_command_line_command():
+    ext = fresh_scene()
+    assert ext.addon._cli_handle is not None                  # blender --command speechface ...
+    assert ext.addon.batch.cli_command([]) == 2                 # usage, not a crash
+    assert ext.addon.batch.cli_command(["batch"]) == 2          # nothing to do
+
+
+def test_invoke_headless_runs_synchronously(shots):
+    fresh_scene()
+    bpy.ops.wm.open_mainfile(filepath=str(shots[0]))
+    assert bpy.ops.speechface.bake("INVOKE_DEFAULT") == {"FINISHED"}
+    key = bpy.data.objects["Speechface Head"].data.shape_keys
+    assert any(kb.name.startswith("speechface.") for kb in key.key_blocks)
