@@ -293,3 +293,20 @@ def test_runs_on_the_blender_it_was_asked_for():
         assert bpy.app.version[:2] >= (4, 5)
     else:
         assert bpy.app.version_string.startswith(expected), bpy.app.version_string
+
+
+def test_identity_in_centimetres_on_a_moved_object(ext, speech):
+    """Any identity on the head's topology, modelled in cm (object scale 0.01), placed anywhere."""
+    from core.assets import load_default_head
+    scene, obj, strip = head_scene(speech)
+    strip.frame_final_duration = 40
+    identity = load_default_head().identity("man_old")
+    obj.data.vertices.foreach_set("co", (identity * 100 + [0, 0, 150]).ravel())   # cm, raised
+    obj.scale = (0.01, 0.01, 0.01)
+    obj.location, obj.rotation_euler = (2.0, -1.0, 0.5), (0.0, 0.0, 0.4)
+    bpy.ops.speechface.bake(seed=4)
+    rest = identity * 100 + [0, 0, 150]
+    ref = reference_offsets(speech, 0.0, 40, scene.render.fps / scene.render.fps_base, identity, seed=4)
+    for k in (5, 20, 39):
+        got = evaluated_vertices(obj, 1 + k) - rest                       # local units: cm
+        assert np.abs(got - 100 * ref[k]).max() < 1.5e-2, k               # 0.1 mm + float
