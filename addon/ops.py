@@ -26,27 +26,64 @@ def _target(context, name: str):
     return context.scene.speechface.target
 
 
+def panel_problem(scene) -> str | None:
+    """Why the panel's Bake cannot run now (the button's grey reason), or None."""
+    if not sound_strips(scene):
+        return "Add a sound strip with the speech in the Video Sequencer"
+    s = scene.speechface
+    if not s.strip and not default_strip_name(scene):
+        return "Pick the sound strip in the Speechface panel"
+    if s.target is None:
+        return "Pick the face mesh in the Speechface panel (or Add Speechface Head)"
+    if jobs.current is not None and not jobs.current.done:
+        return "A bake is running: wait for it or press Esc"
+    return None
+
+
 def _poll_panel(cls, context) -> bool:
     """Grey the buttons, with the reason, when the panel's settings cannot work. Headless
     (``blender -b``, the ``bpy`` module) scripts pass their own strip and object, so there
     everything is checked in execute instead, where the operator's properties are known."""
     if bpy.app.background:
         return context.scene is not None
-    scene = context.scene
-    if not sound_strips(scene):
-        cls.poll_message_set("Add a sound strip with the speech in the Video Sequencer")
-        return False
-    s = scene.speechface
-    if not s.strip and not default_strip_name(scene):
-        cls.poll_message_set("Pick the sound strip in the Speechface panel")
-        return False
-    if s.target is None:
-        cls.poll_message_set("Pick the face mesh in the Speechface panel (or Add Speechface Head)")
-        return False
-    if jobs.current is not None and not jobs.current.done:
-        cls.poll_message_set("A bake is running: wait for it or press Esc")
+    problem = panel_problem(context.scene)
+    if problem:
+        cls.poll_message_set(problem)
         return False
     return True
+
+
+class BakeSession:
+    """A panel bake between Blender's events: the worker computes, ``poll()`` reports progress
+    until it is done, ``finish(scene)`` writes the result on the main thread. The modal operator
+    only maps timer and Esc events onto this."""
+
+    def __init__(self, request):
+        self.job = jobs.current = jobs.BackgroundJob(
+            lambda progress, cancel: compute(request, progress, cancel)).start()
+
+    def poll(self) -> float | None:
+        """The progress 0..1 while running, None once the worker has stopped."""
+        return None if self.job.done else self.job.progress
+
+    def cancel(self) -> None:
+        self.job.cancel()
+
+    def finish(self, scene) -> tuple[str, str]:
+        """-> (report level, message); writes the bake if it succeeded."""
+        job = self.job
+        if job.cancelled:
+            return "WARNING", "Speechface: bake cancelled, nothing changed"
+        if job.error is not None:
+            if isinstance(job.error, BakeError):
+                return "ERROR", str(job.error)
+            print(job.trace)
+            return "ERROR", (f"Speechface failed: {type(job.error).__name__}: {job.error} "
+                             "(see the console)")
+        obj = bpy.data.objects.get(job.result.request.object_name)
+        if obj is None:
+            return "ERROR", "The face mesh was deleted during the bake: nothing changed"
+        return "INFO", describe(job.result, apply(job.result, scene, obj))
 
 
 class SPEECHFACE_OT_bake(bpy.types.Operator):
@@ -60,7 +97,7 @@ class SPEECHFACE_OT_bake(bpy.types.Operator):
         **option_props(),
     }
 
-    _job = None
+    _session = None
     _timer = None
 
     @classmethod
@@ -92,51 +129,34 @@ class SPEECHFACE_OT_bake(bpy.types.Operator):
         except BakeError as ex:
             self.report({"ERROR"}, str(ex))
             return {"CANCELLED"}
-        self._job = jobs.current = jobs.BackgroundJob(
-            lambda progress, cancel: compute(req, progress, cancel)).start()
+        self._session = BakeSession(req)
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.progress_begin(0, 100)
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
-    def _finish(self, context):
+    def modal(self, context, event):
+        session = self._session
+        if event.type == "ESC" and event.value == "PRESS":
+            session.cancel()
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}       # Blender stays usable while the worker computes
+        progress = session.poll()
+        if progress is not None:
+            context.window_manager.progress_update(int(100 * progress))
+            context.workspace.status_text_set(f"Speechface: baking {100 * progress:.0f} % (Esc to cancel)")
+            _redraw(context)
+            return {"RUNNING_MODAL"}
         wm = context.window_manager
         wm.event_timer_remove(self._timer)
         wm.progress_end()
         context.workspace.status_text_set(None)
         _redraw(context)
-
-    def modal(self, context, event):
-        job = self._job
-        if event.type == "ESC" and event.value == "PRESS":
-            job.cancel()
-        if event.type != "TIMER":
-            return {"RUNNING_MODAL"} if not job.cancelled else {"PASS_THROUGH"}
-        if not job.done:
-            context.window_manager.progress_update(int(100 * job.progress))
-            context.workspace.status_text_set(
-                f"Speechface: baking {100 * job.progress:.0f} % (Esc to cancel)")
-            _redraw(context)
-            return {"RUNNING_MODAL"}
-        self._finish(context)
-        if job.cancelled:
-            self.report({"WARNING"}, "Speechface: bake cancelled, nothing changed")
-            return {"CANCELLED"}
-        if job.error is not None:
-            msg = str(job.error) if isinstance(job.error, BakeError) else \
-                f"Speechface failed: {type(job.error).__name__}: {job.error} (see the console)"
-            if not isinstance(job.error, BakeError):
-                print(job.trace)
-            self.report({"ERROR"}, msg)
-            return {"CANCELLED"}
-        result = job.result
-        obj = bpy.data.objects.get(result.request.object_name)
-        if obj is None:
-            self.report({"ERROR"}, "The face mesh was deleted during the bake: nothing changed")
-            return {"CANCELLED"}
-        self.report({"INFO"}, describe(result, apply(result, context.scene, obj)))
-        return {"FINISHED"}
+        level, message = session.finish(context.scene)
+        self.report({level}, message)
+        return {"FINISHED"} if level == "INFO" else {"CANCELLED"}
 
 
 def _redraw(context) -> None:

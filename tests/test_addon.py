@@ -198,25 +198,48 @@ def test_save_reload_relative_and_packed(ext, speech, tmp_path):
     np.testing.assert_allclose(evaluated_vertices(obj, 12), got, atol=1e-7)
 
 
-def test_cancel_leaves_scene_unchanged(ext, speech):
+def test_panel_bake_session_progress_cancel_and_finish(ext, speech):
+    """What the modal operator does between timer events: progress while the worker runs,
+    Esc leaves the scene as it was, a finished bake is written on the main thread."""
     import importlib
-    Cancelled = importlib.import_module(ext.__name__ + ".core.pipeline").Cancelled   # its own
+    import time
+    ops = ext.addon.ops
     scene, obj, strip = head_scene(speech)
     before = snapshot(bpy)
-    req = ext.addon.bake.prepare(scene, obj, "", ext.addon.bake.options_of(scene.speechface))
-    seen = []
-    job = ext.addon.job.BackgroundJob(
-        lambda progress, cancel: ext.addon.bake.compute(
-            req, lambda f: (seen.append(f), progress(f)), cancel))
-    job.cancel()
-    job.start().wait(60)
-    assert job.done and isinstance(job.error, Cancelled)
+    options = ext.addon.bake.options_of(scene.speechface)
+    session = ops.BakeSession(ext.addon.bake.prepare(scene, obj, "", options))
+    session.cancel()
+    while session.poll() is not None:
+        time.sleep(0.01)
+    assert session.finish(scene) == ("WARNING", "Speechface: bake cancelled, nothing changed")
+    Cancelled = importlib.import_module(ext.__name__ + ".core.pipeline").Cancelled   # its own
+    assert isinstance(session.job.error, Cancelled)
     assert snapshot(bpy) == before
-    job = ext.addon.job.BackgroundJob(
-        lambda progress, cancel: ext.addon.bake.compute(req, progress, cancel)).start()
-    assert job.wait(120) and job.error is None and job.progress == 1.0
-    ext.addon.bake.apply(job.result, scene, obj)
-    assert ext.addon.writers.has_bake(obj)
+
+    session = ops.BakeSession(ext.addon.bake.prepare(scene, obj, "", options))
+    seen = []
+    while (p := session.poll()) is not None:
+        seen.append(p)
+        assert ops.panel_problem(scene) == "A bake is running: wait for it or press Esc"
+        time.sleep(0.005)
+    level, message = session.finish(scene)
+    assert level == "INFO" and "baked" in message and ext.addon.writers.has_bake(obj)
+    assert all(0 <= p <= 1 for p in seen)
+    assert ops.panel_problem(scene) is None
+
+
+def test_panel_greys_bake_with_a_reason(ext, speech):
+    problem = ext.addon.ops.panel_problem
+    scene = bpy.context.scene
+    assert problem(scene) == "Add a sound strip with the speech in the Video Sequencer"
+    add_speech(scene, speech)
+    add_speech(scene, speech, channel=2, name="second")
+    scene.sequence_editor.active_strip = None
+    assert problem(scene) == "Pick the sound strip in the Speechface panel"
+    scene.speechface.strip = "second"
+    assert problem(scene).startswith("Pick the face mesh")
+    bpy.ops.speechface.add_head()
+    assert problem(scene) is None
 
 
 def _fails(match, **kwargs):
