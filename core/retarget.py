@@ -1,0 +1,429 @@
+"""Dense retargeting: the default head's motion onto a face mesh of any topology.
+
+``retarget(vertices, faces)`` finds the face on the user's mesh (a head, or a whole body:
+upright, facing -Y roughly; any scale, position and topology), aligns the default head to it
+(similarity ICP from a nose-tip and crown guess, or from landmarks the user placed), registers
+it non-rigidly (per-vertex displacements, Laplacian-smooth, closest points on the target's
+surface), and returns a ``RetargetMap``: each target vertex takes the motion of the closest
+point of the registered head's surface (a triangle, barycentric weights), faded to zero between
+``FADE_MM`` millimetres from that surface, so the rest of a body never moves.
+
+Offsets carry over as ``map.transfer(offsets)``: (..., V, 3) template metres -> (..., N, 3) in
+the target's units, rotated and scaled with the alignment. The map is a sparse (N, V) matrix, so
+a whole animation's basis carries over in one product.
+
+Units: the template in metres; the target in its own units (``scale`` = target units per metre).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+SKIN_PART = "body:head"
+FADE_MM = (2.5, 8.0)          # full motion within 2.5 mm of the registered head, none beyond 8 mm
+STIFFNESS = (40.0, 15.0, 6.0, 2.5, 1.0)   # non-rigid steps, from stiff to loose
+ICP_STEPS = 25
+
+
+class RetargetError(ValueError):
+    """The mesh cannot be retargeted; the message says why and what to do."""
+
+
+@dataclass
+class RetargetMap:
+    """index (N, 3) int32 template vertices and weight (N, 3) float32 per target vertex
+    (barycentric times the fade; all zero: the vertex does not move); rotation (3, 3) and scale
+    (target units per template metre) of the alignment; fitted (V, 3) the registered template
+    in target units; distance (N,) from each target vertex to it, target units; key: what the
+    map was built from (``mesh_key``)."""
+    index: np.ndarray
+    weight: np.ndarray
+    rotation: np.ndarray
+    scale: float
+    fitted: np.ndarray
+    distance: np.ndarray
+    key: str
+
+    @property
+    def n_target(self) -> int:
+        return len(self.index)
+
+    def matrix(self):
+        """The map as a scipy.sparse CSR matrix (N, V)."""
+        from scipy.sparse import csr_matrix
+        n, v = len(self.index), len(self.fitted)
+        rows = np.repeat(np.arange(n), 3)
+        return csr_matrix((self.weight.ravel(), (rows, self.index.ravel())), shape=(n, v))
+
+    def transfer(self, offsets: np.ndarray) -> np.ndarray:
+        """Template offsets (..., V, 3) metres -> target offsets (..., N, 3) target units."""
+        off = np.asarray(offsets, np.float32)
+        lead = off.shape[:-2]
+        flat = off.reshape(-1, off.shape[-2], 3)                       # (B, V, 3)
+        m = self.matrix().astype(np.float32)
+        out = np.stack([m @ f for f in flat])                          # (B, N, 3)
+        out = out @ (self.scale * self.rotation.T).astype(np.float32)
+        return out.reshape(*lead, self.n_target, 3).astype(np.float32)
+
+    def moving(self) -> np.ndarray:
+        """(N,) bool: target vertices the animation can move."""
+        return self.weight.sum(1) > 0
+
+
+def mesh_key(vertices: np.ndarray, faces) -> str:
+    """A hash of a mesh's rest shape and topology: a cached map is valid while it matches."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(vertices, np.float32).tobytes())
+    for f in faces:
+        h.update(np.asarray(f, np.int64).tobytes())
+    return h.hexdigest()[:32]
+
+
+def triangulate(faces) -> np.ndarray:
+    """Polygons (a list of index sequences, or an (F, k) array) -> triangles (T, 3), fans."""
+    if isinstance(faces, np.ndarray) and faces.ndim == 2:
+        k = faces.shape[1]
+        tris = [faces[:, [0, i, i + 1]] for i in range(1, k - 1)]
+        tris = np.concatenate(tris)
+        return tris[(tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])]
+    out = [(f[0], f[i], f[i + 1]) for f in faces for i in range(1, len(f) - 1)]
+    return np.asarray(out, np.int64).reshape(-1, 3)
+
+
+def vertex_normals(v: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])   # area-weighted
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, tris[:, k], fn)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+def surface_samples(v: np.ndarray, tris: np.ndarray, spacing: float):
+    """Points on a triangle mesh at most ~spacing apart (vertices, plus a barycentric grid on
+    larger triangles) with their normals: (P, 3), (P, 3)."""
+    fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
+    area2 = np.linalg.norm(fn, axis=1)
+    fn = fn / np.maximum(area2[:, None], 1e-20)
+    vn = vertex_normals(v, tris)
+    edge = np.max(np.linalg.norm(v[tris] - v[tris[:, [1, 2, 0]]], axis=2), axis=1)
+    pts, nrm = [v], [vn]
+    levels = np.clip(np.ceil(edge / spacing).astype(int), 1, 12)
+    for n in np.unique(levels[levels > 1]):
+        sel = np.flatnonzero(levels == n)
+        a, b = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+        keep = (a + b <= n) & ~(((a == 0) & (b == 0)) | ((a == n) & (b == 0)) | ((a == 0) & (b == n)))
+        w1, w2 = a[keep] / n, b[keep] / n
+        w0 = 1 - w1 - w2
+        t = v[tris[sel]]                                                  # (S, 3, 3)
+        p = (w0[None, :, None] * t[:, None, 0] + w1[None, :, None] * t[:, None, 1]
+             + w2[None, :, None] * t[:, None, 2])
+        pts.append(p.reshape(-1, 3))
+        nrm.append(np.repeat(fn[sel], len(w0), axis=0))
+    return np.concatenate(pts), np.concatenate(nrm)
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray, w: np.ndarray):
+    """Weighted Umeyama: s, R, t minimising sum w |s R src + t - dst|^2."""
+    w = w / w.sum()
+    mu_s, mu_d = w @ src, w @ dst
+    a, b = src - mu_s, dst - mu_d
+    cov = (b * w[:, None]).T @ a
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(u @ vt))
+    fix = np.diag([1.0, 1.0, d])
+    r = u @ fix @ vt
+    var = (w * (a ** 2).sum(1)).sum()
+    s = float((sig * np.diag(fix)).sum() / max(var, 1e-20))
+    return s, r, mu_d - s * r @ mu_s
+
+
+def find_face(vertices: np.ndarray):
+    """Guess where the face is on an upright mesh facing -Y: (head vertex mask (N,), nose tip
+    (3,), crown height). A tall mesh (a body) is cut to its top ~15 %."""
+    v = np.asarray(vertices, np.float64)
+    lo, hi = v.min(0), v.max(0)
+    size = hi - lo
+    if not np.all(np.isfinite(size)) or size.max() <= 0:
+        raise RetargetError("the mesh has no extent (all vertices at one point)")
+    head = np.ones(len(v), bool)
+    if size[2] > 2.5 * max(size[0], size[1]):                        # a standing body
+        head = v[:, 2] >= hi[2] - 0.16 * size[2]
+        centre = np.median(v[head, :2], axis=0)
+        width = 0.07 * size[2]                                        # about a head's half width
+        head &= np.all(np.abs(v[:, :2] - centre) <= 1.6 * width, axis=1)
+    vh = v[head]
+    top = vh[:, 2].max()
+    span = top - vh[:, 2].min()
+    mid_x = np.median(vh[:, 0])
+    band = (vh[:, 2] < top - 0.35 * span) & (vh[:, 2] > top - 0.85 * span) & \
+           (np.abs(vh[:, 0] - mid_x) < 0.25 * max(np.ptp(vh[:, 0]), 1e-12))
+    if not band.any():
+        raise RetargetError("no face found: the mesh must be upright (+Z) and face -Y")
+    nose = vh[band][np.argmin(vh[band][:, 1])]
+    return head, nose, float(top)
+
+
+def align(template: np.ndarray, skin: np.ndarray, target_pts: np.ndarray, target_nrm: np.ndarray,
+          head_mask: np.ndarray, nose: np.ndarray, crown: float, landmarks=None):
+    """Similarity (s, R, t) taking the template onto the target (nose tip and crown guess, or
+    the user's landmark pairs [(template vertex, target point)], then ICP on the skin)."""
+    from scipy.spatial import cKDTree
+
+    t_nose = template[np.argmin(template[:, 1])]
+    t_crown = template[:, 2].max()
+    if landmarks:
+        idx = np.array([i for i, _ in landmarks])
+        dst = np.array([p for _, p in landmarks], np.float64)
+        if len(idx) >= 3:
+            s, r, t = _similarity(template[idx], dst, np.ones(len(idx)))
+        else:
+            s = (crown - dst[0][2]) / max(t_crown - template[idx[0], 2], 1e-9)
+            r, t = np.eye(3), dst[0] - s * template[idx[0]]
+    else:
+        s = (crown - nose[2]) / max(t_crown - t_nose[2], 1e-9)
+        r, t = np.eye(3), nose - s * t_nose
+    tree = cKDTree(target_pts)
+    src = template[skin]
+    src_n = None
+    for step in range(ICP_STEPS):
+        cur = s * src @ r.T + t
+        d, j = tree.query(cur, k=1)
+        limit = s * (0.03 if step < 8 else 0.012)
+        keep = d < limit
+        if src_n is not None:
+            keep &= (np.einsum("ij,ij->i", src_n @ r.T, target_nrm[j]) > 0.3)
+        if keep.sum() < 30:
+            raise RetargetError("the template does not find the face on this mesh: place the "
+                                "landmark markers (nose tip, chin, eye and mouth corners) and retry")
+        s, r, t = _similarity(src[keep], target_pts[j[keep]], np.ones(keep.sum()))
+        src_n = _skin_normals(template, skin)
+    return s, r, t
+
+
+_SKIN_NORMALS = {}
+
+
+def _skin_normals(template, skin):
+    key = (id(template), len(skin))
+    if key not in _SKIN_NORMALS:
+        from .assets import load_default_head
+        head = load_default_head()
+        _SKIN_NORMALS[key] = vertex_normals(template.astype(np.float64), head.triangles())[skin]
+    return _SKIN_NORMALS[key]
+
+
+def components(n: int, tris: np.ndarray) -> np.ndarray:
+    """Connected component (island) of each of n vertices over triangles: (n,) int."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    e = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]]])
+    g = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    return connected_components(g, directed=False)[1]
+
+
+def _laplacian(n: int, tris: np.ndarray):
+    from scipy.sparse import coo_matrix, diags
+    e = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    e = np.unique(np.sort(e, axis=1), axis=0)
+    a = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    a = ((a + a.T) > 0).astype(np.float64)
+    return diags(np.asarray(a.sum(1)).ravel()) - a
+
+
+def register(fitted: np.ndarray, tris: np.ndarray, free: np.ndarray, target_pts, target_nrm,
+             scale: float) -> np.ndarray:
+    """Non-rigid ICP: per-vertex displacements of the ``free`` template vertices (the skin)
+    towards the closest target points with the same facing, Laplacian-smooth, stiff to loose.
+    fitted (V, 3) the aligned template, target units -> (V, 3) registered."""
+    from scipy.sparse import diags
+    from scipy.sparse.linalg import factorized
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(target_pts)
+    v = fitted.copy()
+    free_idx = np.flatnonzero(free)
+    sub_tris = tris[np.all(free[tris], axis=1)]
+    remap = -np.ones(len(v), np.int64)
+    remap[free_idx] = np.arange(len(free_idx))
+    lap = _laplacian(len(free_idx), remap[sub_tris])
+    lap2 = lap.T @ lap
+    for alpha in STIFFNESS:
+        for _ in range(3):
+            cur = v[free_idx]
+            nrm = vertex_normals(v, tris)[free_idx]
+            d, j = tree.query(cur, k=1)
+            ok = (d < 0.01 * scale) & (np.einsum("ij,ij->i", nrm, target_nrm[j]) > 0.5)
+            w = ok.astype(np.float64)
+            solve = factorized((diags(w) + alpha * lap2).tocsc())
+            rhs = w[:, None] * (target_pts[j] - cur)
+            disp = np.stack([solve(rhs[:, k]) for k in range(3)], 1)
+            v[free_idx] = cur + disp
+    # the hidden parts (mouth cavity, teeth, tongue, eyes) move rigidly, each island by the
+    # mean displacement of the skin nearest to it, so teeth stay teeth-shaped and in place
+    disp = v[free_idx] - fitted[free_idx]
+    skin_tree = cKDTree(fitted[free_idx])
+    comp = components(len(v), tris)
+    for c in np.unique(comp[~free]):
+        members = np.flatnonzero((comp == c) & ~free)
+        _, near = skin_tree.query(fitted[members], k=min(30, len(free_idx)))
+        v[members] = fitted[members] + disp[np.unique(near)].mean(0)
+    return v
+
+
+def _closest_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray):
+    """Closest points of points p (M, 3) on triangles (a, b, c) (M, 3) each: barycentric (M, 3)
+    and distances (M,). The region tests of Ericson, Real-Time Collision Detection (5.1.5),
+    vectorised: every region is computed, then assigned from the last test to the first so the
+    first that holds wins, as in the sequential version."""
+    ab, ac = b - a, c - a
+    ap, bp, cp = p - a, p - b, p - c
+    d1, d2 = (ab * ap).sum(1), (ac * ap).sum(1)
+    d3, d4 = (ab * bp).sum(1), (ac * bp).sum(1)
+    d5, d6 = (ab * cp).sum(1), (ac * cp).sum(1)
+    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+
+    def safe(x):
+        return np.where(np.abs(x) > 1e-30, x, 1e-30)
+
+    denom = safe(va + vb + vc)
+    v, w = vb / denom, vc / denom
+    bary = np.stack([1 - v - w, v, w], 1)                                    # inside
+    z = np.zeros(len(p))
+    t = np.clip((d4 - d3) / safe((d4 - d3) + (d5 - d6)), 0, 1)               # edge BC
+    regions = [((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), np.stack([z, 1 - t, t], 1))]
+    t = np.clip(d2 / safe(d2 - d6), 0, 1)                                    # edge AC
+    regions.append(((vb <= 0) & (d2 >= 0) & (d6 <= 0), np.stack([1 - t, z, t], 1)))
+    regions.append(((d6 >= 0) & (d5 <= d6), np.stack([z, z, z + 1], 1)))     # vertex C
+    t = np.clip(d1 / safe(d1 - d3), 0, 1)                                    # edge AB
+    regions.append(((vc <= 0) & (d1 >= 0) & (d3 <= 0), np.stack([1 - t, t, z], 1)))
+    regions.append(((d3 >= 0) & (d4 <= d3), np.stack([z, z + 1, z], 1)))     # vertex B
+    regions.append(((d1 <= 0) & (d2 <= 0), np.stack([z + 1, z, z], 1)))      # vertex A
+    for mask, value in regions:
+        bary[mask] = value[mask]
+    q = bary[:, :1] * a + bary[:, 1:2] * b + bary[:, 2:] * c
+    return bary, np.linalg.norm(p - q, axis=1)
+
+
+def build_map(fitted: np.ndarray, tris: np.ndarray, target: np.ndarray, target_nrm: np.ndarray,
+              scale: float, k: int = 10, target_tris: np.ndarray | None = None):
+    """Each target vertex -> the closest of the k nearest registered template triangles whose
+    facing agrees (so an upper-lip vertex never takes the lower lip's motion). With the
+    target's triangles given, each target island (a separate piece: teeth, an eyeball) maps
+    onto the one template island most of it lies closest to (so teeth never take the lips').
+    -> (index (N, 3), barycentric (N, 3), distance (N,))."""
+    from scipy.spatial import cKDTree
+
+    n = len(target)
+    t_comp = components(len(fitted), tris)
+    if target_tris is not None and len(target_tris):
+        _, nearest = cKDTree(fitted).query(target, k=1)
+        votes = t_comp[nearest]
+        isl = components(n, target_tris)
+        choice = np.zeros(n, np.int64)
+        for i in np.unique(isl):
+            m = isl == i
+            choice[m] = np.bincount(votes[m]).argmax()
+    else:
+        choice = np.full(n, -1)
+    tri_comp = t_comp[tris[:, 0]]
+    index = np.zeros((n, 3), np.int32)
+    bary_out = np.zeros((n, 3), np.float32)
+    dist = np.full(n, np.inf)
+    for c in np.unique(choice):
+        who = np.flatnonzero(choice == c)
+        sub = np.flatnonzero(tri_comp == c) if c >= 0 else np.arange(len(tris))
+        i, b, d = _map_onto(fitted, tris[sub], target[who], target_nrm[who], k)
+        index[who], bary_out[who], dist[who] = i, b, d
+    return index, bary_out, dist
+
+
+def _map_onto(fitted, tris, target, target_nrm, k):
+    from scipy.spatial import cKDTree
+
+    cen = fitted[tris].mean(1)
+    fn = np.cross(fitted[tris[:, 1]] - fitted[tris[:, 0]], fitted[tris[:, 2]] - fitted[tris[:, 0]])
+    fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-20)
+    _, cand = cKDTree(cen).query(target, k=min(k, len(tris)))
+    cand = cand.reshape(len(target), -1)
+    n = len(target)
+    best_d = np.full(n, np.inf)
+    best_bary = np.zeros((n, 3))
+    best_tri = np.zeros(n, np.int64)
+    for facing in (True, False):             # facing first; any triangle where none faces
+        todo = ~np.isfinite(best_d)
+        for col in range(cand.shape[1]):
+            t = cand[:, col]
+            bary, d = _closest_on_triangles(target, fitted[tris[t, 0]], fitted[tris[t, 1]],
+                                            fitted[tris[t, 2]])
+            if facing:
+                d = np.where((fn[t] * target_nrm).sum(1) > 0.0, d, np.inf)
+            better = todo & (d < best_d)
+            best_d[better], best_bary[better], best_tri[better] = d[better], bary[better], t[better]
+        if np.isfinite(best_d).all():
+            break
+    return tris[best_tri].astype(np.int32), best_bary.astype(np.float32), best_d
+
+
+def retarget(vertices: np.ndarray, faces, head=None, landmarks=None, progress=None) -> RetargetMap:
+    """Build the map from the default head (``head``, ``core.assets.load_default_head()`` if
+    None) onto a mesh: vertices (N, 3) in its own units, faces: polygons (lists of indices or
+    an (F, k) array). landmarks: optional [(template vertex index, target point (3,))]."""
+    from .assets import load_default_head
+
+    head = head or load_default_head()
+    v = np.asarray(vertices, np.float64)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) < 4:
+        raise RetargetError("the mesh needs at least 4 vertices")
+    if not np.all(np.isfinite(v)):
+        raise RetargetError("the mesh has vertices at infinite or NaN positions: fix them first")
+    tris = triangulate(faces)
+    if len(tris) == 0:
+        raise RetargetError("the mesh has no faces")
+    a = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
+    tris = tris[np.linalg.norm(a, axis=1) > 1e-14 * max(np.ptp(v), 1e-12) ** 2]  # drop degenerate
+    if len(tris) == 0:
+        raise RetargetError("every face of the mesh has zero area")
+    key = mesh_key(vertices, tris)
+    t_tris = head.triangles().astype(np.int64)
+    template = head.vertices.astype(np.float64)
+    skin_faces = head.faces[head.face_part == head.part_names.index(SKIN_PART)]
+    skin = np.zeros(len(template), bool)
+    skin[np.unique(skin_faces)] = True
+    head_mask, nose, crown = find_face(v)
+    used = np.unique(tris)
+    region = np.zeros(len(v), bool)
+    region[used] = True
+    sub = tris[np.all(head_mask[tris], axis=1)]
+    if len(sub) < 20:
+        raise RetargetError("no face found on this mesh (too few faces near its top): it must "
+                            "be upright (+Z up) and face -Y")
+    scale_guess = (crown - nose[2]) / max(template[:, 2].max() - template[np.argmin(template[:, 1]), 2], 1e-9)
+    pts, nrm = surface_samples(v, sub, spacing=0.002 * scale_guess)
+    if progress:
+        progress(0.1)
+    s, r, t = align(template, np.flatnonzero(skin), pts, nrm, head_mask, nose, crown, landmarks)
+    fitted = s * template @ r.T + t
+    if progress:
+        progress(0.3)
+    fitted = register(fitted, t_tris, skin, pts, nrm, s)
+    if progress:
+        progress(0.7)
+    tn = vertex_normals(v, tris)
+    index = np.zeros((len(v), 3), np.int32)
+    bary = np.zeros((len(v), 3), np.float32)
+    dist = np.full(len(v), np.inf)
+    near = head_mask & region
+    if near.any():
+        remap = -np.ones(len(v), np.int64)
+        remap[near] = np.arange(near.sum())
+        near_tris = remap[tris[np.all(near[tris], axis=1)]]
+        index[near], bary[near], dist[near] = build_map(fitted, t_tris, v[near], tn[near], s,
+                                                        target_tris=near_tris)
+    lo, hi = FADE_MM[0] / 1000 * s, FADE_MM[1] / 1000 * s
+    fade = np.clip((hi - dist) / (hi - lo), 0.0, 1.0)
+    if progress:
+        progress(1.0)
+    return RetargetMap(index, (bary * fade[:, None]).astype(np.float32), r, float(s),
+                       fitted.astype(np.float32), dist.astype(np.float32), key)
