@@ -23,8 +23,10 @@ import numpy as np
 
 SKIN_PART = "body:head"
 FADE_MM = (2.5, 8.0)          # full motion within 2.5 mm of the registered head, none beyond 8 mm
-STIFFNESS = (40.0, 15.0, 6.0, 2.5, 1.0)   # non-rigid steps, from stiff to loose
+STIFFNESS = (40.0, 15.0, 6.0, 2.5, 1.0, 0.5)   # non-rigid steps, from stiff to loose
 ICP_STEPS = 25
+NORMAL_REACH_MM = 3.0         # registration: a facing mismatch costs like this much distance
+SHARP_GAIN = 3.0              # ... times 1 + this on the lips and eyelids, where motion turns fast
 
 
 class RetargetError(ValueError):
@@ -233,7 +235,7 @@ def _laplacian(n: int, tris: np.ndarray):
 
 
 def register(fitted: np.ndarray, tris: np.ndarray, free: np.ndarray, target_pts, target_nrm,
-             scale: float) -> np.ndarray:
+             scale: float, sharp=None) -> np.ndarray:
     """Non-rigid ICP: per-vertex displacements of the ``free`` template vertices (the skin)
     towards the closest target points with the same facing, Laplacian-smooth, stiff to loose.
     fitted (V, 3) the aligned template, target units -> (V, 3) registered."""
@@ -249,26 +251,46 @@ def register(fitted: np.ndarray, tris: np.ndarray, free: np.ndarray, target_pts,
     remap[free_idx] = np.arange(len(free_idx))
     lap = _laplacian(len(free_idx), remap[sub_tris])
     lap2 = lap.T @ lap
+    reach = NORMAL_REACH_MM / 1000 * scale * (1.0 if sharp is None else 1.0 + SHARP_GAIN * sharp[free])[:, None]
     for alpha in STIFFNESS:
         for _ in range(3):
             cur = v[free_idx]
             nrm = vertex_normals(v, tris)[free_idx]
-            d, j = tree.query(cur, k=1)
-            ok = (d < 0.01 * scale) & (np.einsum("ij,ij->i", nrm, target_nrm[j]) > 0.5)
+            # among the 8 nearest target points, the one that is near AND faces the same way:
+            # where the surface turns fast (the lip line, eyelids) this keeps features on features
+            dk, jk = tree.query(cur, k=8)
+            cos = np.einsum("ikj,ij->ik", target_nrm[jk], nrm)
+            cost = dk ** 2 + (1.0 - cos) * reach ** 2
+            pick = np.argmin(cost, axis=1)
+            d = dk[np.arange(len(cur)), pick]
+            j = jk[np.arange(len(cur)), pick]
+            ok = (d < 0.01 * scale) & (cos[np.arange(len(cur)), pick] > 0.5)
             w = ok.astype(np.float64)
             solve = factorized((diags(w) + alpha * lap2).tocsc())
             rhs = w[:, None] * (target_pts[j] - cur)
             disp = np.stack([solve(rhs[:, k]) for k in range(3)], 1)
             v[free_idx] = cur + disp
-    # the hidden parts (mouth cavity, teeth, tongue, eyes) move rigidly, each island by the
-    # mean displacement of the skin nearest to it, so teeth stay teeth-shaped and in place
+    # the hidden parts (teeth, tongue, eyes) move rigidly: each island first by the mean
+    # displacement of the skin nearest to it, then onto the target's own matching piece if it
+    # has one (translation ICP that must end close, or it is not a match)
     disp = v[free_idx] - fitted[free_idx]
     skin_tree = cKDTree(fitted[free_idx])
     comp = components(len(v), tris)
     for c in np.unique(comp[~free]):
         members = np.flatnonzero((comp == c) & ~free)
         _, near = skin_tree.query(fitted[members], k=min(30, len(free_idx)))
-        v[members] = fitted[members] + disp[np.unique(near)].mean(0)
+        moved = fitted[members] + disp[np.unique(near)].mean(0)
+        shift = np.zeros(3)
+        for _ in range(10):
+            d, j = tree.query(moved + shift, k=1)
+            ok = d < 0.004 * scale
+            if ok.sum() < 0.5 * len(members):
+                break
+            shift += (target_pts[j[ok]] - (moved + shift)[ok]).mean(0)
+        d, _ = tree.query(moved + shift, k=1)
+        if (d < 0.004 * scale).mean() > 0.8 and np.median(d) < 0.0007 * scale:
+            moved = moved + shift
+        v[members] = moved
     return v
 
 
@@ -318,13 +340,15 @@ def build_map(fitted: np.ndarray, tris: np.ndarray, target: np.ndarray, target_n
     n = len(target)
     t_comp = components(len(fitted), tris)
     if target_tris is not None and len(target_tris):
-        _, nearest = cKDTree(fitted).query(target, k=1)
-        votes = t_comp[nearest]
+        # each target island goes to the template island it lies closest to on average
+        trees = {c: cKDTree(fitted[t_comp == c]) for c in np.unique(t_comp[tris[:, 0]])}
         isl = components(n, target_tris)
         choice = np.zeros(n, np.int64)
         for i in np.unique(isl):
-            m = isl == i
-            choice[m] = np.bincount(votes[m]).argmax()
+            m = np.flatnonzero(isl == i)
+            sample = m[:: max(1, len(m) // 200)]
+            mean_d = {c: tree.query(target[sample], k=1)[0].mean() for c, tree in trees.items()}
+            choice[m] = min(mean_d, key=mean_d.get)
     else:
         choice = np.full(n, -1)
     tri_comp = t_comp[tris[:, 0]]
@@ -351,14 +375,16 @@ def _map_onto(fitted, tris, target, target_nrm, k):
     best_d = np.full(n, np.inf)
     best_bary = np.zeros((n, 3))
     best_tri = np.zeros(n, np.int64)
-    for facing in (True, False):             # facing first; any triangle where none faces
+    # triangles facing the same way first (within ~50 degrees: the upper lip's edge and the
+    # lower lip's both face forward, but not alike), then any that faces it, then any at all
+    for min_cos in (0.65, 0.0, None):
         todo = ~np.isfinite(best_d)
         for col in range(cand.shape[1]):
             t = cand[:, col]
             bary, d = _closest_on_triangles(target, fitted[tris[t, 0]], fitted[tris[t, 1]],
                                             fitted[tris[t, 2]])
-            if facing:
-                d = np.where((fn[t] * target_nrm).sum(1) > 0.0, d, np.inf)
+            if min_cos is not None:
+                d = np.where((fn[t] * target_nrm).sum(1) > min_cos, d, np.inf)
             better = todo & (d < best_d)
             best_d[better], best_bary[better], best_tri[better] = d[better], bary[better], t[better]
         if np.isfinite(best_d).all():
@@ -407,7 +433,8 @@ def retarget(vertices: np.ndarray, faces, head=None, landmarks=None, progress=No
     fitted = s * template @ r.T + t
     if progress:
         progress(0.3)
-    fitted = register(fitted, t_tris, skin, pts, nrm, s)
+    sharp = np.maximum(head.masks["lips"], head.masks["eyelids"])
+    fitted = register(fitted, t_tris, skin, pts, nrm, s, sharp)
     if progress:
         progress(0.7)
     tn = vertex_normals(v, tris)
