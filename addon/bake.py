@@ -13,8 +13,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scene_data import (BakeError, StripAudio, check_target, check_topology, find_sound_strip,
-                         object_scale, rest_vertices, strip_audio)
+from .scene_data import (BakeError, StripAudio, check_target, find_sound_strip, has_head_topology,
+                         object_scale, polygons, rest_vertices, strip_audio, world_matrix)
+
+from .writers import MAP_PROP
+
+
+@dataclass
+class Retargeting:
+    """A mesh of another topology: its rest shape in world units (N, 3), its faces, the
+    object's matrix (4, 4), and the cached map if it still fits the mesh."""
+    world: np.ndarray
+    faces: list
+    matrix: np.ndarray
+    cached: object = None
+
+    def to_local(self, offsets_world: np.ndarray) -> np.ndarray:
+        """(..., N, 3) world-unit offsets -> the mesh's local units."""
+        return (offsets_world @ np.linalg.inv(self.matrix[:3, :3]).T).astype(np.float32)
 
 
 @dataclass
@@ -24,6 +40,7 @@ class BakeRequest:
     template_m: np.ndarray        # (V, 3) metres: the mesh's rest shape as the model sees it
     scale: float                  # metres per local unit
     options: dict                 # OPTION_NAMES -> value
+    retarget: Retargeting | None = None    # set when the mesh has its own topology
 
 
 @dataclass
@@ -34,6 +51,21 @@ class BakeResult:
     compact: object = None        # core.shapes.CompactKeys in local units (compact mode)
     animation: object = None      # core.pipeline.Animation shaped, metres (exact mode)
     seconds: float = 0.0
+    new_map: object = None        # a RetargetMap built by this bake (cached on the object)
+
+    def local_blocks(self, chunk: int = 256):
+        """Exact mode: (start, offsets (n, N, 3) in the mesh's local units) blocks."""
+        req = self.request
+        for start, off in self.animation.iter_offsets(chunk):
+            if req.retarget is not None:
+                yield start, req.retarget.to_local(self.map.transfer(off))
+            else:
+                yield start, (off / req.scale).astype(np.float32)
+
+    @property
+    def map(self):
+        r = self.request.retarget
+        return self.new_map if self.new_map is not None else (r.cached if r else None)
 
 
 def prepare(scene, obj, strip_name: str, options: dict) -> BakeRequest:
@@ -42,7 +74,6 @@ def prepare(scene, obj, strip_name: str, options: dict) -> BakeRequest:
 
     check_target(obj, scene)
     head = load_default_head()
-    check_topology(obj, head)
     audio = strip_audio(scene, find_sound_strip(scene, strip_name))
     options = dict(options)
     if options["model_source"] == "FILE":
@@ -51,8 +82,25 @@ def prepare(scene, obj, strip_name: str, options: dict) -> BakeRequest:
         if not options["checkpoint"]:
             raise BakeError("Model is set to Checkpoint File but no file is chosen: pick a "
                             ".safetensors checkpoint or use the bundled model")
-    template, scale = fit_template(rest_vertices(obj), head.vertices, object_scale(obj, scene))
-    return BakeRequest(audio, obj.name, template, scale, options)
+    if has_head_topology(obj, head):
+        template, scale = fit_template(rest_vertices(obj), head.vertices, object_scale(obj, scene))
+        return BakeRequest(audio, obj.name, template, scale, options)
+    from ..core.retarget import mesh_key
+    m = world_matrix(obj)
+    world = rest_vertices(obj).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+    faces = polygons(obj)
+    retargeting = Retargeting(world, faces, m, load_map(obj, mesh_key(world, faces)))
+    return BakeRequest(audio, obj.name, head.vertices, 1.0, options, retargeting)
+
+
+def load_map(obj, key: str):
+    """The object's cached retarget map if it was built for this very mesh, else None."""
+    from ..core.retarget import RetargetMap
+    d = obj.get(MAP_PROP)
+    if d is None or d.get("key") != key:
+        return None
+    get = (lambda v: v.to_list() if hasattr(v, "to_list") else v)
+    return RetargetMap.from_arrays({k: get(d[k]) for k in d.keys()})
 
 
 def compute(req: BakeRequest, progress=None, cancel=None) -> BakeResult:
@@ -67,6 +115,19 @@ def compute(req: BakeRequest, progress=None, cancel=None) -> BakeResult:
     t0 = time.perf_counter()
     o = req.options
     samples, rate = req.audio.read()
+    new_map = None
+    share = 0.0                          # of the progress bar that retargeting takes
+    if req.retarget is not None and req.retarget.cached is None:
+        from ..core.retarget import RetargetError, retarget
+        share = 0.4
+        try:
+            new_map = retarget(req.retarget.world, req.retarget.faces,
+                               progress=(lambda f: progress(share * f)) if progress else None)
+        except RetargetError as ex:
+            raise BakeError(f"{req.object_name!r}: {ex}") from None
+        if cancel is not None and cancel():
+            from ..core.pipeline import Cancelled
+            raise Cancelled("bake cancelled")
     try:
         x = load_speech(samples, rate)
     except AudioError as ex:
@@ -80,7 +141,7 @@ def compute(req: BakeRequest, progress=None, cancel=None) -> BakeResult:
         raise BakeError(str(ex)) from None
     anim = animate(x, 16000, fps=req.audio.fps, template=req.template_m, model=model,
                    seed=int(o["seed"]), cancel=cancel,
-                   progress=(lambda f: progress(0.9 * f)) if progress else None)
+                   progress=(lambda f: progress(share + (0.9 - share) * f)) if progress else None)
     n = min(anim.n_frames, req.audio.n_frames)
     anim.coeffs, anim.arkit_weights = anim.coeffs[:n], anim.arkit_weights[:n]
     try:
@@ -89,10 +150,13 @@ def compute(req: BakeRequest, progress=None, cancel=None) -> BakeResult:
     except ValueError as ex:
         raise BakeError(str(ex)) from None
     anim = shape_animation(anim, load_default_head().masks, opts)
-    result = BakeResult(req, o["output_mode"], n)
+    result = BakeResult(req, o["output_mode"], n, new_map=new_map)
     if o["output_mode"] == "COMPACT":
         keys = compact_keys(anim)
-        keys.deltas = (keys.deltas / req.scale).astype(np.float32)
+        if req.retarget is not None:
+            keys.deltas = req.retarget.to_local(result.map.transfer(keys.deltas))
+        else:
+            keys.deltas = (keys.deltas / req.scale).astype(np.float32)
         result.compact = keys
     else:
         result.animation = anim
@@ -116,9 +180,9 @@ def apply(result: BakeResult, scene, obj) -> dict:
     if result.mode == "COMPACT":
         info = writers.write_compact(obj, result.compact.deltas, result.compact.values, first)
     else:
-        blocks = ((s, (off / req.scale).astype(np.float32))
-                  for s, off in result.animation.iter_offsets(256))
-        info = writers.write_exact(obj, blocks, result.n_frames, first)
+        info = writers.write_exact(obj, result.local_blocks(), result.n_frames, first)
+    if result.new_map is not None:
+        obj[MAP_PROP] = result.new_map.arrays()
     obj.active_shape_key_index = min(active, len(obj.data.shape_keys.key_blocks) - 1)
     record_shot(scene, req.audio.name, obj, req.options)
     obj.data.update()

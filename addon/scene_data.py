@@ -153,19 +153,30 @@ def rest_vertices(obj) -> np.ndarray:
     return co.reshape(-1, 3)
 
 
-def check_topology(obj, head) -> None:
-    """Raise BakeError unless the mesh has the default head's topology (any identity)."""
+def has_head_topology(obj, head) -> bool:
+    """True if the mesh has the default head's topology (any identity): animated directly;
+    otherwise the bake retargets (``core.retarget``)."""
     mesh = obj.data
-    v, f = len(mesh.vertices), len(mesh.polygons)
-    same = v == head.n_vertices and f == len(head.faces)
-    if same:
-        loops = np.empty(len(mesh.loops), np.int32)
-        mesh.loops.foreach_get("vertex_index", loops)
-        same = len(loops) == head.faces.size and bool(np.array_equal(loops, head.faces.reshape(-1)))
-    if not same:
-        raise BakeError(f"{obj.name!r} has its own topology ({v} vertices, {f} faces); this version "
-                        f"animates meshes with the Speechface head's ({head.n_vertices} vertices): "
-                        "use Add Speechface Head, or wait for retargeting")
+    if len(mesh.vertices) != head.n_vertices or len(mesh.polygons) != len(head.faces):
+        return False
+    loops = np.empty(len(mesh.loops), np.int32)
+    mesh.loops.foreach_get("vertex_index", loops)
+    return len(loops) == head.faces.size and bool(np.array_equal(loops, head.faces.reshape(-1)))
+
+
+def polygons(obj) -> list:
+    """The mesh's faces as a list of vertex-index arrays."""
+    mesh = obj.data
+    loops = np.empty(len(mesh.loops), np.int64)
+    mesh.loops.foreach_get("vertex_index", loops)
+    start = np.empty(len(mesh.polygons), np.int64)
+    mesh.polygons.foreach_get("loop_start", start)
+    order = np.argsort(start)
+    return [p for p in np.split(loops, start[order][1:])] if len(start) else []
+
+
+def world_matrix(obj) -> np.ndarray:
+    return np.array(obj.matrix_world, np.float64)
 
 
 def object_scale(obj, scene) -> float:

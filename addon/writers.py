@@ -6,7 +6,8 @@ own data:
 - one Action per mesh with the custom property ``speechface`` (the object's name);
 - if the shape keys already had an Action of the user's, an NLA track named ``NLA_TRACK``;
 - a Basis key it had to add to a mesh without shape keys (``BASIS_MARK`` on the Key), removed
-  again by Clear when no other key is left.
+  again by Clear when no other key is left;
+- on a mesh of another topology, the retarget map cached on the object (``MAP_PROP``).
 
 Keyframes use the slotted (layered) Action API, which Blender 4.4+ and 5.0 share.
 """
@@ -19,6 +20,7 @@ KEY_PREFIX = "speechface."
 NLA_TRACK = "Speechface"
 ACTION_MARK = "speechface"
 BASIS_MARK = "speechface_made_basis"
+MAP_PROP = "speechface_map"    # on the object: the cached retarget map (core.retarget.RetargetMap)
 LINEAR = 1                     # Keyframe.interpolation enum value of 'LINEAR'
 
 
@@ -117,6 +119,8 @@ def has_bake(obj) -> bool:
 def clear(obj) -> int:
     """Remove everything Speechface made on ``obj``; the user's keys, their values and their
     animation stay as they are. Returns the number of shape keys removed."""
+    if MAP_PROP in obj:
+        del obj[MAP_PROP]
     key = obj.data.shape_keys
     if key is None:
         return 0

@@ -26,6 +26,7 @@ FADE_MM = (2.5, 8.0)          # full motion within 2.5 mm of the registered head
 STIFFNESS = (40.0, 15.0, 6.0, 2.5, 1.0, 0.5)   # non-rigid steps, from stiff to loose
 ICP_STEPS = 25
 NORMAL_REACH_MM = 3.0         # registration: a facing mismatch costs like this much distance
+FACE_RESIDUAL_MM = 3.0        # median fit distance of the aligned face above which it is no face
 SHARP_GAIN = 3.0              # ... times 1 + this on the lips and eyelids, where motion turns fast
 
 
@@ -37,16 +38,30 @@ class RetargetError(ValueError):
 class RetargetMap:
     """index (N, 3) int32 template vertices and weight (N, 3) float32 per target vertex
     (barycentric times the fade; all zero: the vertex does not move); rotation (3, 3) and scale
-    (target units per template metre) of the alignment; fitted (V, 3) the registered template
-    in target units; distance (N,) from each target vertex to it, target units; key: what the
-    map was built from (``mesh_key``)."""
+    (target units per template metre) of the alignment; n_template: V; key: what the map was
+    built from (``mesh_key``); fitted (V, 3) the registered template in target units and
+    distance (N,) from each target vertex to it (target units), when just built."""
     index: np.ndarray
     weight: np.ndarray
     rotation: np.ndarray
     scale: float
-    fitted: np.ndarray
-    distance: np.ndarray
+    n_template: int
     key: str
+    fitted: np.ndarray | None = None
+    distance: np.ndarray | None = None
+
+    def arrays(self) -> dict:
+        """What a cache needs to rebuild the map: name -> flat list or scalar."""
+        return {"key": self.key, "index": self.index.ravel().tolist(),
+                "weight": self.weight.ravel().tolist(), "rotation": self.rotation.ravel().tolist(),
+                "scale": float(self.scale), "n_template": int(self.n_template)}
+
+    @classmethod
+    def from_arrays(cls, d) -> "RetargetMap":
+        return cls(np.asarray(d["index"], np.int32).reshape(-1, 3),
+                   np.asarray(d["weight"], np.float32).reshape(-1, 3),
+                   np.asarray(d["rotation"], np.float64).reshape(3, 3), float(d["scale"]),
+                   int(d["n_template"]), str(d["key"]))
 
     @property
     def n_target(self) -> int:
@@ -55,7 +70,7 @@ class RetargetMap:
     def matrix(self):
         """The map as a scipy.sparse CSR matrix (N, V)."""
         from scipy.sparse import csr_matrix
-        n, v = len(self.index), len(self.fitted)
+        n, v = len(self.index), self.n_template
         rows = np.repeat(np.arange(n), 3)
         return csr_matrix((self.weight.ravel(), (rows, self.index.ravel())), shape=(n, v))
 
@@ -431,6 +446,13 @@ def retarget(vertices: np.ndarray, faces, head=None, landmarks=None, progress=No
         progress(0.1)
     s, r, t = align(template, np.flatnonzero(skin), pts, nrm, head_mask, nose, crown, landmarks)
     fitted = s * template @ r.T + t
+    from scipy.spatial import cKDTree
+    face = skin & ((head.masks["mouth"] > 0.5) | (head.masks["upper_face"] > 0.5))
+    residual = float(np.median(cKDTree(pts).query(fitted[face], k=1)[0])) / s * 1000
+    if residual > FACE_RESIDUAL_MM:
+        raise RetargetError(f"no face recognised on this mesh (the best fit of the Speechface head "
+                            f"is {residual:.0f} mm off): it must be a face, upright (+Z up) and "
+                            "facing -Y; turn it, or place the landmark markers")
     if progress:
         progress(0.3)
     sharp = np.maximum(head.masks["lips"], head.masks["eyelids"])
@@ -453,4 +475,4 @@ def retarget(vertices: np.ndarray, faces, head=None, landmarks=None, progress=No
     if progress:
         progress(1.0)
     return RetargetMap(index, (bary * fade[:, None]).astype(np.float32), r, float(s),
-                       fitted.astype(np.float32), dist.astype(np.float32), key)
+                       len(template), key, fitted.astype(np.float32), dist.astype(np.float32))

@@ -279,7 +279,7 @@ def test_bad_input_gets_one_line_and_no_change(ext, speech, tmp_path):
     scene.collection.objects.link(pts)
     _fails("no faces", strip="speech", target="Points")
     bpy.ops.mesh.primitive_uv_sphere_add()
-    _fails("topology", strip="speech", target=bpy.context.active_object.name)
+    _fails("no face", strip="speech", target=bpy.context.active_object.name)
     head = scene.speechface.target
     bpy.context.view_layer.objects.active = head
     bpy.ops.object.mode_set(mode="EDIT")
