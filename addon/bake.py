@@ -175,7 +175,7 @@ def apply(result: BakeResult, scene, obj) -> dict:
 
     req = result.request
     active = obj.active_shape_key_index
-    writers.clear(obj)
+    writers.clear(obj, keep_map=True)
     first = req.audio.first_frame
     if result.mode == "COMPACT":
         info = writers.write_compact(obj, result.compact.deltas, result.compact.values, first)

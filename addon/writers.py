@@ -116,10 +116,11 @@ def has_bake(obj) -> bool:
     return key is not None and any(is_ours(kb.name) for kb in key.key_blocks)
 
 
-def clear(obj) -> int:
-    """Remove everything Speechface made on ``obj``; the user's keys, their values and their
-    animation stay as they are. Returns the number of shape keys removed."""
-    if MAP_PROP in obj:
+def clear(obj, keep_map: bool = False) -> int:
+    """Remove everything Speechface made on ``obj`` (but the cached retarget map with
+    ``keep_map``, as a re-bake does); the user's keys, their values and their animation stay as
+    they are. Returns the number of shape keys removed."""
+    if MAP_PROP in obj and not keep_map:
         del obj[MAP_PROP]
     key = obj.data.shape_keys
     if key is None:

@@ -333,3 +333,66 @@ def test_identity_in_centimetres_on_a_moved_object(ext, speech):
     for k in (5, 20, 39):
         got = evaluated_vertices(obj, 1 + k) - rest                       # local units: cm
         assert np.abs(got - 100 * ref[k]).max() < 1.5e-2, k               # 0.1 mm + float
+
+
+def _decimated_head(scene, name="Character"):
+    """A character mesh of its own topology: the head decimated, in cm, moved and turned."""
+    from core.assets import load_default_head
+    head = load_default_head()
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata((head.vertices * 100).tolist(), [], head.faces.tolist())
+    obj = bpy.data.objects.new(name, mesh)
+    scene.collection.objects.link(obj)
+    obj.modifiers.new("Decimate", "DECIMATE").ratio = 0.5
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.modifier_apply(modifier="Decimate")
+    obj.scale = (0.01, 0.01, 0.01)
+    obj.location, obj.rotation_euler = (0.5, 0.2, 0.1), (0.0, 0.0, 0.1)
+    return obj
+
+
+def test_bake_onto_another_topology_uses_and_caches_the_map(ext, speech):
+    import importlib
+    import time
+    retarget_mod = importlib.import_module(ext.__name__ + ".core.retarget")
+    scene = bpy.context.scene
+    strip = add_speech(scene, speech)
+    strip.frame_final_duration = 40
+    obj = _decimated_head(scene)
+    n = len(obj.data.vertices)
+    assert n < 4706
+    bpy.ops.speechface.bake(target=obj.name, seed=2)
+    assert "speechface_map" in obj
+    rest = np.array([v.co for v in obj.data.vertices], np.float32)
+
+    # what it must show: the pipeline's motion through the same map, in local units (cm)
+    m = np.array(obj.matrix_world)
+    world = rest.astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+    faces = [list(p.vertices) for p in obj.data.polygons]
+    rmap = retarget_mod.retarget(world, faces)
+    ref = reference_offsets(speech, 0.0, 40, scene.render.fps / scene.render.fps_base,
+                            load_head_vertices(), seed=2)
+    local = rmap.transfer(ref) @ np.linalg.inv(m[:3, :3]).T
+    for k in (3, 20, 39):
+        got = evaluated_vertices(obj, 1 + k) - rest
+        assert np.abs(got - local[k]).max() < 2e-2, k       # cm: 0.1 mm of compact error + float
+    assert np.abs(local).max() > 0.3                          # the mouth moves millimetres
+
+    t0 = time.perf_counter()
+    bpy.ops.speechface.bake(target=obj.name, seed=2)         # the cached map: same bake
+    cached = time.perf_counter() - t0
+    np.testing.assert_allclose(evaluated_vertices(obj, 21) - rest, local[20], atol=2e-2)
+    assert cached < 5.0
+
+    assert obj["speechface_map"]["key"] == rmap.key
+    obj.data.shape_keys.reference_key.data[0].co.x += 1.0    # the rest shape changed (as Edit
+    obj.data.vertices[0].co.x += 1.0                         # Mode does, both): map rebuilt
+    bpy.ops.speechface.bake(target=obj.name, seed=2)
+    assert obj["speechface_map"]["key"] != rmap.key
+    bpy.ops.speechface.clear(target=obj.name)
+    assert "speechface_map" not in obj and obj.data.shape_keys is None
+
+
+def load_head_vertices():
+    from core.assets import load_default_head
+    return load_default_head().vertices
