@@ -275,7 +275,7 @@ def blender_ext_script(venv: Path = VENV) -> Path:
 EXTENSION_WHEELS = (
     "torch==2.13.0", "filelock==4.2.12", "typing_extensions==4.16.0", "sympy==1.14.0",
     "mpmath==1.3.0", "networkx==3.6.1", "Jinja2==3.1.6", "MarkupSafe==3.0.4", "fsspec==2026.9.0",
-    "soundfile==0.14.0", "cffi==2.1.1", "pycparser==3.12", "safetensors==0.8.0",
+    "soundfile==0.14.0", "cffi==2.1.1", "pycparser==3.12", "safetensors==0.8.0", "scipy==1.17.1",
 )
 # Blender platform -> pip platform tags of the wheels that run there (Blender 4.2-5.0: CPython 3.11)
 PLATFORM_TAGS = {
