@@ -56,11 +56,17 @@ class BakeResult:
     def local_blocks(self, chunk: int = 256):
         """Exact mode: (start, offsets (n, N, 3) in the mesh's local units) blocks."""
         req = self.request
-        for start, off in self.animation.iter_offsets(chunk):
-            if req.retarget is not None:
-                yield start, req.retarget.to_local(self.map.transfer(off))
-            else:
+        if req.retarget is None:
+            for start, off in self.animation.iter_offsets(chunk):
                 yield start, (off / req.scale).astype(np.float32)
+            return
+        coeffs, basis, bias = self.map.transfer_animation(self.animation)   # target space
+        n = self.map.n_target
+        basis = req.retarget.to_local(basis.reshape(len(basis), n, 3)).reshape(len(basis), -1)
+        bias = req.retarget.to_local(bias.reshape(n, 3)).reshape(-1)
+        for start in range(0, len(coeffs), chunk):
+            block = coeffs[start:start + chunk] @ basis + bias
+            yield start, block.reshape(len(block), n, 3)
 
     @property
     def map(self):

@@ -84,6 +84,15 @@ class RetargetMap:
         out = out @ (self.scale * self.rotation.T).astype(np.float32)
         return out.reshape(*lead, self.n_target, 3).astype(np.float32)
 
+    def transfer_animation(self, anim):
+        """A ``core.pipeline.Animation`` carried over whole: (coeffs (T, K), basis (K, N*3),
+        bias (N*3,)) in target units, so offsets[t] = coeffs[t] @ basis + bias on the target;
+        only K + 1 shapes are transferred, however long the animation."""
+        v = self.n_template
+        shapes = np.concatenate([anim.basis.reshape(-1, v, 3), anim.bias.reshape(1, v, 3)])
+        moved = self.transfer(shapes).reshape(len(shapes), -1)
+        return anim.coeffs, moved[:-1], moved[-1]
+
     def moving(self) -> np.ndarray:
         """(N,) bool: target vertices the animation can move."""
         return self.weight.sum(1) > 0

@@ -142,3 +142,16 @@ def test_map_survives_its_cache_form(motion):
     m = retarget(HEAD.vertices * 2.0, HEAD.faces)
     again = type(m).from_arrays(m.arrays())
     np.testing.assert_array_equal(again.transfer(motion[:3]), m.transfer(motion[:3]))
+
+
+def test_animation_transfers_through_its_basis(clips):
+    """Exact mode carries K + 1 shapes, not every frame: the same offsets either way."""
+    import soundfile as sf
+
+    from core.pipeline import animate
+    x, rate = sf.read(str(clips["arctic_a0009"][0]), dtype="float32")
+    anim = animate(x[: 2 * rate], rate, fps=30.0)
+    m = retarget(*remeshed("subdivide"))
+    coeffs, basis, bias = m.transfer_animation(anim)
+    frames = (coeffs @ basis + bias).reshape(anim.n_frames, m.n_target, 3)
+    np.testing.assert_allclose(frames, m.transfer(anim.offsets()), atol=2e-7)
