@@ -1,14 +1,14 @@
 """Blender side of Speechface: registers the extension's classes with Blender.
 
 ``classes`` is the table of contents, registered in order and unregistered in reverse:
-settings (``props``), operators (``ops``), panels (``ui``). The ``speechface`` command-line
+settings (``props``), operators (``ops``, ``rig_ops``: the character's own keys), panels (``ui``). The ``speechface`` command-line
 command (``blender --command speechface ...``, the batch baker) is registered beside them.
 """
 import bpy
 
-from . import ops, props, ui
+from . import ops, props, rig_ops, ui
 
-classes = (*props.classes, *ops.classes, *ui.classes)
+classes = (*props.classes, *ops.classes, *rig_ops.classes, *ui.classes)
 
 _cli_handle = None
 

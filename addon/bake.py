@@ -41,6 +41,16 @@ class BakeRequest:
     scale: float                  # metres per local unit
     options: dict                 # OPTION_NAMES -> value
     retarget: Retargeting | None = None    # set when the mesh has its own topology
+    rig: "RigTarget | None" = None         # output mode RIG: the character's keys to drive
+
+
+@dataclass
+class RigTarget:
+    """The character's own shape keys to key: mapping (core.rig_drive.RigMapping), names of
+    the keys in the order of ``deltas`` (K, N*3) local units (relative to the reference key)."""
+    mapping: object
+    names: list
+    deltas: np.ndarray
 
 
 @dataclass
@@ -52,6 +62,7 @@ class BakeResult:
     animation: object = None      # core.pipeline.Animation shaped, metres (exact mode)
     seconds: float = 0.0
     new_map: object = None        # a RetargetMap built by this bake (cached on the object)
+    rig_weights: np.ndarray | None = None   # RIG mode: (T, K) values of request.rig.names
 
     def local_blocks(self, chunk: int = 256):
         """Exact mode: (start, offsets (n, N, 3) in the mesh's local units) blocks."""
@@ -88,15 +99,52 @@ def prepare(scene, obj, strip_name: str, options: dict) -> BakeRequest:
         if not options["checkpoint"]:
             raise BakeError("Model is set to Checkpoint File but no file is chosen: pick a "
                             ".safetensors checkpoint or use the bundled model")
+    rig = rig_target(obj, options) if options["output_mode"] == "RIG" else None
     if has_head_topology(obj, head):
         template, scale = fit_template(rest_vertices(obj), head.vertices, object_scale(obj, scene))
-        return BakeRequest(audio, obj.name, template, scale, options)
+        return BakeRequest(audio, obj.name, template, scale, options, rig=rig)
     from ..core.retarget import mesh_key
     m = world_matrix(obj)
     world = rest_vertices(obj).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
     faces = polygons(obj)
     retargeting = Retargeting(world, faces, m, load_map(obj, mesh_key(world, faces)))
-    return BakeRequest(audio, obj.name, head.vertices, 1.0, options, retargeting)
+    return BakeRequest(audio, obj.name, head.vertices, 1.0, options, retargeting, rig)
+
+
+def rig_mapping(obj, text: str = ""):
+    """The mapping to drive: the JSON the user set, else detected from the key names."""
+    from ..core.rig_drive import RigMapping, detect
+    key = obj.data.shape_keys
+    names = [kb.name for kb in key.key_blocks] if key else []
+    if text.strip():
+        try:
+            mapping = RigMapping.from_json(text)
+        except ValueError as ex:
+            raise BakeError(f"The key mapping is not valid JSON ({ex}): detect it again") from None
+        missing = [v for v in mapping.keys.values() if v not in names]
+        if missing:
+            raise BakeError(f"The key mapping names keys {obj.name!r} does not have: "
+                            f"{', '.join(missing[:5])}: fix the mapping or detect it again")
+        return mapping
+    mapping = detect(n for n in names if not n.startswith("speechface."))
+    if mapping is None:
+        raise BakeError(f"{obj.name!r} has no ARKit, Oculus, VRM or Preston Blair shape keys: "
+                        "add them (Add ARKit Shape Keys), set a key mapping, or choose another "
+                        "output")
+    return mapping
+
+
+def rig_target(obj, options: dict) -> RigTarget:
+    mapping = rig_mapping(obj, options.get("rig_mapping", ""))
+    key = obj.data.shape_keys
+    ref = np.empty(len(obj.data.vertices) * 3, np.float32)
+    key.reference_key.data.foreach_get("co", ref)
+    names = list(mapping.keys.values())
+    deltas = np.empty((len(names), len(ref)), np.float32)
+    for i, name in enumerate(names):
+        key.key_blocks[name].data.foreach_get("co", deltas[i])
+        deltas[i] -= ref
+    return RigTarget(mapping, names, deltas)
 
 
 def load_map(obj, key: str):
@@ -157,7 +205,9 @@ def compute(req: BakeRequest, progress=None, cancel=None) -> BakeResult:
         raise BakeError(str(ex)) from None
     anim = shape_animation(anim, load_default_head().masks, opts)
     result = BakeResult(req, o["output_mode"], n, new_map=new_map)
-    if o["output_mode"] == "COMPACT":
+    if o["output_mode"] == "RIG":
+        result.rig_weights = rig_weights(req, result, anim, opts)
+    elif o["output_mode"] == "COMPACT":
         keys = compact_keys(anim)
         if req.retarget is not None:
             keys.deltas = req.retarget.to_local(result.map.transfer(keys.deltas))
@@ -175,6 +225,31 @@ def compute(req: BakeRequest, progress=None, cancel=None) -> BakeResult:
     return result
 
 
+def rig_weights(req: BakeRequest, result: BakeResult, anim, opts) -> np.ndarray:
+    """(T, K) values for the character's keys: the model's ARKit head for ARKit names (with the
+    panel's intensities and smoothing), else bounded least squares onto the keys' shapes."""
+    from ..core.rig_drive import arkit_columns, fit_weights
+    from ..core.shapes import smooth_frames
+    rig = req.rig
+    if rig.mapping.convention == "arkit":
+        cols, names = arkit_columns(rig.mapping)
+        from ..core.arkit import ARKIT_NAMES
+        w = smooth_frames(anim.arkit_weights, opts.smoothing)[:, cols]
+        up = opts.upper_strength if opts.upper_face else 0.0
+        gain = np.array([opts.lip_intensity if ARKIT_NAMES[c].startswith(("jaw", "mouth", "tongue", "cheekPuff"))
+                         else up for c in cols], np.float32)
+        rig.names = names
+        return np.clip(w * gain, 0.0, 1.0).astype(np.float32)
+    if req.retarget is not None:
+        coeffs, basis, bias = result.map.transfer_animation(anim)
+        n = result.map.n_target
+        basis = req.retarget.to_local(basis.reshape(len(basis), n, 3)).reshape(len(basis), -1)
+        bias = req.retarget.to_local(bias.reshape(n, 3)).reshape(-1)
+    else:
+        coeffs, basis, bias = anim.coeffs, anim.basis / req.scale, anim.bias / req.scale
+    return fit_weights(coeffs, basis, bias, rig.deltas)
+
+
 def apply(result: BakeResult, scene, obj) -> dict:
     """Replace obj's Speechface bake with ``result`` and record the shot in the scene."""
     from . import writers
@@ -183,7 +258,9 @@ def apply(result: BakeResult, scene, obj) -> dict:
     active = obj.active_shape_key_index
     writers.clear(obj, keep_map=True)
     first = req.audio.first_frame
-    if result.mode == "COMPACT":
+    if result.mode == "RIG":
+        info = writers.write_rig(obj, req.rig.names, result.rig_weights, first)
+    elif result.mode == "COMPACT":
         info = writers.write_compact(obj, result.compact.deltas, result.compact.values, first)
     else:
         info = writers.write_exact(obj, result.local_blocks(), result.n_frames, first)
@@ -218,8 +295,10 @@ def options_of(settings, overrides=None) -> dict:
 
 def describe(result: BakeResult, info: dict) -> str:
     a = result.request.audio
+    what = (f"keyed {info['keys']} of its shape keys ({result.request.rig.mapping.convention})"
+            if result.mode == "RIG" else f"{info['keys']} shape keys")
     return (f"Speechface: baked {a.duration_s:.1f} s of {a.name!r} onto {result.request.object_name!r}"
-            f" ({info['keys']} shape keys, {info['frames']} frames from frame {a.first_frame}"
+            f" ({what}, {info['frames']} frames from frame {a.first_frame}"
             f"{', on an NLA track' if info['placed'] == 'nla' else ''}) in {result.seconds:.1f} s")
 
 

@@ -18,6 +18,8 @@ MODE_ITEMS = (
     ("COMPACT", "Compact", "A few shape keys (principal directions of the motion, within 0.1 mm) "
                            "with keyframed values"),
     ("EXACT", "Exact", "One shape key per frame keyed 0-1-0, for exports that need it"),
+    ("RIG", "Character's Keys", "Key the shape keys the mesh already has: ARKit names, visemes "
+                                "(Oculus, VRM, Preston Blair) or the mapping below"),
 )
 
 
@@ -40,6 +42,10 @@ def option_props() -> dict:
                             description="Draws the upper face's motion; the same seed gives the "
                                         "same bake"),
         "output_mode": EnumProperty(name="Output", items=MODE_ITEMS, default="COMPACT"),
+        "rig_mapping": StringProperty(name="Key Mapping",
+                                      description="Character's Keys: which of the mesh's shape keys "
+                                                  "to drive, as JSON {convention, keys}; empty: "
+                                                  "detected from their names"),
     }
 
 

@@ -34,6 +34,9 @@ def draw_settings(layout, context) -> None:
     sub.prop(s, "upper_strength", slider=True)
     col.prop(s, "seed")
     col.prop(s, "output_mode", expand=True)
+    if s.output_mode == "RIG":
+        from .rig_ops import draw_mapping
+        draw_mapping(layout, s)
 
     job = jobs.current
     if job is not None and not job.done:

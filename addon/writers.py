@@ -7,7 +7,9 @@ own data:
 - if the shape keys already had an Action of the user's, an NLA track named ``NLA_TRACK``;
 - a Basis key it had to add to a mesh without shape keys (``BASIS_MARK`` on the Key), removed
   again by Clear when no other key is left;
-- on a mesh of another topology, the retarget map cached on the object (``MAP_PROP``).
+- on a mesh of another topology, the retarget map cached on the object (``MAP_PROP``);
+- when it keys the character's own shape keys, their values from before (``RIG_VALUES`` on
+  the Key), which Clear puts back.
 
 Keyframes use the slotted (layered) Action API, which Blender 4.4+ and 5.0 share.
 """
@@ -20,6 +22,7 @@ KEY_PREFIX = "speechface."
 NLA_TRACK = "Speechface"
 ACTION_MARK = "speechface"
 BASIS_MARK = "speechface_made_basis"
+RIG_VALUES = "speechface_rig_values"   # on the Key: the driven keys' own values, put back by Clear
 MAP_PROP = "speechface_map"    # on the object: the cached retarget map (core.retarget.RetargetMap)
 LINEAR = 1                     # Keyframe.interpolation enum value of 'LINEAR'
 
@@ -111,9 +114,27 @@ def write_exact(obj, frames_local, n_frames: int, first_frame: int) -> dict:
     return {"keys": n_frames, "frames": n_frames, "placed": _place(key, act, slot, first_frame)}
 
 
+def write_rig(obj, names, weights: np.ndarray, first_frame: int) -> dict:
+    """RIG mode: the character's own keys ``names`` keyed with weights (T, K) from first_frame,
+    in Speechface's own Action (their static values stay as they are)."""
+    key = obj.data.shape_keys
+    if RIG_VALUES not in key:          # playback overwrites them: remember the user's values
+        key[RIG_VALUES] = {name: float(key.key_blocks[name].value) for name in names}
+    act, slot, bag = _new_action(obj, key)
+    frames = first_frame + np.arange(len(weights), dtype=np.float32)
+    for k, name in enumerate(names):
+        _key_curve(bag, name, frames, weights[:, k])
+    return {"keys": len(names), "frames": len(weights), "placed": _place(key, act, slot, first_frame)}
+
+
 def has_bake(obj) -> bool:
     key = obj.data.shape_keys if obj is not None and obj.type == "MESH" else None
-    return key is not None and any(is_ours(kb.name) for kb in key.key_blocks)
+    if key is None:
+        return False
+    ad = key.animation_data
+    ours_anim = ad is not None and ((ad.action is not None and ACTION_MARK in ad.action)
+                                    or any(t.name == NLA_TRACK for t in ad.nla_tracks))
+    return ours_anim or any(is_ours(kb.name) for kb in key.key_blocks)
 
 
 def clear(obj, keep_map: bool = False) -> int:
@@ -137,6 +158,11 @@ def clear(obj, keep_map: bool = False) -> int:
                                               for s in track.strips):
                 actions.update(s.action for s in track.strips if s.action is not None)
                 ad.nla_tracks.remove(track)
+    if RIG_VALUES in key:
+        for name, value in key[RIG_VALUES].items():
+            if name in key.key_blocks:
+                key.key_blocks[name].value = value
+        del key[RIG_VALUES]
     for kb in reversed(ours):
         obj.shape_key_remove(kb)
     key = obj.data.shape_keys
