@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 LTS = "4.5.15"
 LTS_DIR = REPO / ".cache" / f"bpy-{LTS}"
-FILES = ("test_addon.py", "test_batch.py", "test_build.py")
+FILES = ("test_addon.py", "test_batch.py", "test_build.py", "test_rig_drive.py")
 
 
 @pytest.mark.skipif(os.environ.get("SPEECHFACE_BPY_EXPECTED") is not None,
