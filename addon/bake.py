@@ -27,6 +27,7 @@ class Retargeting:
     faces: list
     matrix: np.ndarray
     cached: object = None
+    landmarks: list | None = None      # [(template vertex, world point)] from placed markers
 
     def to_local(self, offsets_world: np.ndarray) -> np.ndarray:
         """(..., N, 3) world-unit offsets -> the mesh's local units."""
@@ -107,8 +108,24 @@ def prepare(scene, obj, strip_name: str, options: dict) -> BakeRequest:
     m = world_matrix(obj)
     world = rest_vertices(obj).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
     faces = polygons(obj)
-    retargeting = Retargeting(world, faces, m, load_map(obj, mesh_key(world, faces)))
+    landmarks = marker_landmarks(obj)
+    retargeting = Retargeting(world, faces, m, load_map(obj, mesh_key(world, faces, landmarks)),
+                              landmarks)
     return BakeRequest(audio, obj.name, head.vertices, 1.0, options, retargeting, rig)
+
+
+def marker_name(obj, name: str) -> str:
+    return f"SF {obj.name} {name}"
+
+
+def marker_landmarks(obj):
+    """[(template vertex, world point)] of the landmark markers placed for obj, or None."""
+    import bpy
+
+    from ..core.retarget import MARKERS
+    found = [(i, list(bpy.data.objects[marker_name(obj, n)].matrix_world.translation))
+             for n, i in MARKERS.items() if marker_name(obj, n) in bpy.data.objects]
+    return found or None
 
 
 def rig_mapping(obj, text: str = ""):
@@ -176,6 +193,7 @@ def compute(req: BakeRequest, progress=None, cancel=None) -> BakeResult:
         share = 0.4
         try:
             new_map = retarget(req.retarget.world, req.retarget.faces,
+                               landmarks=req.retarget.landmarks,
                                progress=(lambda f: progress(share * f)) if progress else None)
         except RetargetError as ex:
             raise BakeError(f"{req.object_name!r}: {ex}") from None

@@ -201,3 +201,77 @@ def draw_mapping(layout, settings) -> None:
 
 classes = (SPEECHFACE_OT_detect_rig, SPEECHFACE_OT_map_key, SPEECHFACE_OT_save_mapping,
            SPEECHFACE_OT_load_mapping, SPEECHFACE_OT_add_arkit_keys)
+
+class SPEECHFACE_OT_place_markers(bpy.types.Operator):
+    """Place landmark markers on the face mesh (nose tip, chin, mouth and eye corners): move
+    them where they belong if the automatic fit went wrong, and bake again"""
+    bl_idname = "speechface.place_markers"
+    bl_label = "Place Landmark Markers"
+    bl_options = {"REGISTER", "UNDO"}
+    __annotations__ = {"target": StringProperty(name="Object")}
+
+    def execute(self, context):
+        from ..core.retarget import MARKERS, RetargetError, marker_positions, retarget
+        from .bake import marker_name
+        from .scene_data import polygons, rest_vertices, world_matrix
+        try:
+            obj = _mesh(context, self.target)
+        except BakeError as ex:
+            self.report({"ERROR"}, str(ex))
+            return {"CANCELLED"}
+        m = world_matrix(obj)
+        world = rest_vertices(obj).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+        try:
+            where = marker_positions(retarget(world, polygons(obj)).fitted)
+            how = "where the automatic fit put them"
+        except RetargetError:
+            from ..core.assets import load_default_head
+            head = load_default_head()
+            lo, hi = world.min(0), world.max(0)      # the head's layout over the mesh's front
+            t = head.vertices
+            scale = (hi[2] - lo[2]) / np.ptp(t[:, 2])
+            where = {n: ((t[i] - t.mean(0)) * scale + [(lo[0] + hi[0]) / 2, lo[1], (lo[2] + hi[2]) / 2]).tolist()
+                     for n, i in MARKERS.items()}
+            how = "in a default layout: move each onto its place"
+        coll = bpy.data.collections.get("Speechface Markers")
+        if coll is None:
+            coll = bpy.data.collections.new("Speechface Markers")
+            context.scene.collection.children.link(coll)
+        size = 0.04 * float(np.ptp(world[:, 2]))
+        for name, pos in where.items():
+            empty = bpy.data.objects.get(marker_name(obj, name))
+            if empty is None:
+                empty = bpy.data.objects.new(marker_name(obj, name), None)
+                coll.objects.link(empty)
+            empty.empty_display_type, empty.empty_display_size = "SPHERE", size
+            empty.location = pos
+        self.report({"INFO"}, f"Speechface: placed {len(where)} markers for {obj.name!r} {how}")
+        return {"FINISHED"}
+
+
+class SPEECHFACE_OT_remove_markers(bpy.types.Operator):
+    """Remove the landmark markers of the face mesh (the fit is automatic again)"""
+    bl_idname = "speechface.remove_markers"
+    bl_label = "Remove Landmark Markers"
+    bl_options = {"REGISTER", "UNDO"}
+    __annotations__ = {"target": StringProperty(name="Object")}
+
+    def execute(self, context):
+        from ..core.retarget import MARKERS
+        from .bake import marker_name
+        try:
+            obj = _mesh(context, self.target)
+        except BakeError as ex:
+            self.report({"ERROR"}, str(ex))
+            return {"CANCELLED"}
+        n = 0
+        for name in MARKERS:
+            empty = bpy.data.objects.get(marker_name(obj, name))
+            if empty is not None:
+                bpy.data.objects.remove(empty)
+                n += 1
+        self.report({"INFO"}, f"Speechface: removed {n} markers of {obj.name!r}")
+        return {"FINISHED"}
+
+
+classes = classes + (SPEECHFACE_OT_place_markers, SPEECHFACE_OT_remove_markers)

@@ -17,7 +17,10 @@ def draw_settings(layout, context) -> None:
     else:
         col.label(text="No sequencer: add a sound strip", icon="INFO")
     col.prop(s, "target")
-    col.operator("speechface.add_head", icon="USER")
+    row = col.row(align=True)
+    row.operator("speechface.add_head", icon="USER")
+    row.operator("speechface.place_markers", text="", icon="EMPTY_DATA")
+    row.operator("speechface.remove_markers", text="", icon="X")
 
     col = layout.column(heading="Model")
     col.prop(s, "model_source", text="Model")

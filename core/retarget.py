@@ -30,6 +30,11 @@ FACE_RESIDUAL_MM = 3.0        # median fit distance of the aligned face above wh
 SHARP_GAIN = 3.0              # ... times 1 + this on the lips and eyelids, where motion turns fast
 
 
+# the landmarks a user can place by hand: name -> default-head vertex (character's left is +X)
+MARKERS = {"nose_tip": 297, "chin": 1517, "mouth_corner.R": 1310, "mouth_corner.L": 3378,
+           "eye_outer.R": 1027, "eye_inner.R": 1041, "eye_inner.L": 3109, "eye_outer.L": 3095}
+
+
 class RetargetError(ValueError):
     """The mesh cannot be retargeted; the message says why and what to do."""
 
@@ -52,7 +57,8 @@ class RetargetMap:
 
     def arrays(self) -> dict:
         """What a cache needs to rebuild the map: name -> flat list or scalar."""
-        return {"key": self.key, "index": self.index.ravel().tolist(),
+        markers = marker_positions(self.fitted) if self.fitted is not None else {}
+        return {"key": self.key, "markers": markers, "index": self.index.ravel().tolist(),
                 "weight": self.weight.ravel().tolist(), "rotation": self.rotation.ravel().tolist(),
                 "scale": float(self.scale), "n_template": int(self.n_template)}
 
@@ -98,12 +104,15 @@ class RetargetMap:
         return self.weight.sum(1) > 0
 
 
-def mesh_key(vertices: np.ndarray, faces) -> str:
-    """A hash of a mesh's rest shape and topology: a cached map is valid while it matches."""
+def mesh_key(vertices: np.ndarray, faces, landmarks=None) -> str:
+    """A hash of a mesh's rest shape, topology and landmarks: a cached map is valid while it
+    matches."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(vertices, np.float32).tobytes())
     for f in faces:
         h.update(np.asarray(f, np.int64).tobytes())
+    for i, p in landmarks or ():
+        h.update(np.asarray([i, *p], np.float64).tobytes())
     return h.hexdigest()[:32]
 
 
@@ -163,6 +172,34 @@ def _similarity(src: np.ndarray, dst: np.ndarray, w: np.ndarray):
     var = (w * (a ** 2).sum(1)).sum()
     s = float((sig * np.diag(fix)).sum() / max(var, 1e-20))
     return s, r, mu_d - s * r @ mu_s
+
+
+def landmark_region(v: np.ndarray, template: np.ndarray, landmarks):
+    """With landmarks placed by hand (any orientation): (head mask, nose point, crown height)
+    in the frame those landmarks set; refuses markers that no rotation matches, e.g. left and
+    right swapped."""
+    if len(landmarks) < 4:
+        raise RetargetError("place at least 4 landmark markers (nose tip, chin, both mouth corners)")
+    idx = np.array([i for i, _ in landmarks])
+    dst = np.array([p for _, p in landmarks], np.float64)
+    s, r, t = _similarity(template[idx], dst, np.ones(len(idx)))
+    rms = np.sqrt(np.mean(np.sum((s * template[idx] @ r.T + t - dst) ** 2, 1)))
+    span = s * np.ptp(template[idx], axis=0).max()
+    if not s > 0 or rms > 0.12 * span:
+        raise RetargetError(f"the landmark markers do not fit a face ({rms / max(span, 1e-12):.0%} "
+                            "off): check that left and right are not swapped and each marker is "
+                            "on its place")
+    fitted = s * template @ r.T + t
+    centre = fitted.mean(0)
+    radius = 1.3 * np.linalg.norm(fitted - centre, axis=1).max()
+    mask = np.linalg.norm(v - centre, axis=1) <= radius
+    nose = fitted[np.argmin(template[:, 1])]
+    return mask, nose, float(nose[2] + s * (template[:, 2].max() - template[np.argmin(template[:, 1]), 2]))
+
+
+def marker_positions(fitted: np.ndarray) -> dict:
+    """Where the markers sit on a fitted head: name -> (3,) target units."""
+    return {name: fitted[i].tolist() for name, i in MARKERS.items()}
 
 
 def find_face(vertices: np.ndarray):
@@ -435,13 +472,16 @@ def retarget(vertices: np.ndarray, faces, head=None, landmarks=None, progress=No
     tris = tris[np.linalg.norm(a, axis=1) > 1e-14 * max(np.ptp(v), 1e-12) ** 2]  # drop degenerate
     if len(tris) == 0:
         raise RetargetError("every face of the mesh has zero area")
-    key = mesh_key(vertices, tris)
+    key = mesh_key(vertices, faces, landmarks)
     t_tris = head.triangles().astype(np.int64)
     template = head.vertices.astype(np.float64)
     skin_faces = head.faces[head.face_part == head.part_names.index(SKIN_PART)]
     skin = np.zeros(len(template), bool)
     skin[np.unique(skin_faces)] = True
-    head_mask, nose, crown = find_face(v)
+    if landmarks:
+        head_mask, nose, crown = landmark_region(v, template, landmarks)
+    else:
+        head_mask, nose, crown = find_face(v)
     used = np.unique(tris)
     region = np.zeros(len(v), bool)
     region[used] = True
@@ -450,6 +490,10 @@ def retarget(vertices: np.ndarray, faces, head=None, landmarks=None, progress=No
         raise RetargetError("no face found on this mesh (too few faces near its top): it must "
                             "be upright (+Z up) and face -Y")
     scale_guess = (crown - nose[2]) / max(template[:, 2].max() - template[np.argmin(template[:, 1]), 2], 1e-9)
+    if landmarks:
+        scale_guess = _similarity(template[[i for i, _ in landmarks]],
+                                  np.array([p for _, p in landmarks], np.float64),
+                                  np.ones(len(landmarks)))[0]
     pts, nrm = surface_samples(v, sub, spacing=0.002 * scale_guess)
     if progress:
         progress(0.1)

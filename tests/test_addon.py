@@ -378,6 +378,9 @@ def test_bake_onto_another_topology_uses_and_caches_the_map(ext, speech):
         assert np.abs(got - local[k]).max() < 2e-2, k       # cm: 0.1 mm of compact error + float
     assert np.abs(local).max() > 0.3                          # the mouth moves millimetres
 
+    bake = ext.addon.bake
+    req = bake.prepare(scene, obj, "", bake.options_of(scene.speechface, {"seed": 2}))
+    assert req.retarget.cached is not None                   # the next bake finds the map
     t0 = time.perf_counter()
     bpy.ops.speechface.bake(target=obj.name, seed=2)         # the cached map: same bake
     cached = time.perf_counter() - t0
@@ -396,3 +399,45 @@ def test_bake_onto_another_topology_uses_and_caches_the_map(ext, speech):
 def load_head_vertices():
     from core.assets import load_default_head
     return load_default_head().vertices
+
+
+def test_landmark_markers_from_the_panel(ext, speech):
+    """Markers appear where the fit put them (or in a default layout when there is no fit),
+    the user moves them, the bake follows them; Remove takes them away."""
+    from core.assets import load_default_head
+    from core.retarget import MARKERS
+    head = load_default_head()
+    scene = bpy.context.scene
+    strip = add_speech(scene, speech)
+    strip.frame_final_duration = 20
+    obj = _decimated_head(scene)
+    scene.speechface.target = obj
+    bpy.ops.speechface.place_markers()
+    marks = {n: bpy.data.objects[f"SF {obj.name} {n}"] for n in MARKERS}
+    m = np.array(obj.matrix_world)
+    for name, i in MARKERS.items():                       # on the face, within a few mm
+        want = (head.vertices[i] * 100) @ m[:3, :3].T + m[:3, 3]
+        assert np.linalg.norm(np.array(marks[name].matrix_world.translation) - want) < 4e-3, name
+    bpy.ops.speechface.bake()
+    key_with = obj["speechface_map"]["key"]
+    marks["chin"].location.z += 0.002                      # the user corrects a marker: new map
+    bpy.ops.speechface.bake()
+    assert obj["speechface_map"]["key"] != key_with
+    marks["mouth_corner.L"].location, marks["mouth_corner.R"].location = \
+        marks["mouth_corner.R"].location.copy(), marks["mouth_corner.L"].location.copy()
+    marks["eye_outer.L"].location, marks["eye_outer.R"].location = \
+        marks["eye_outer.R"].location.copy(), marks["eye_outer.L"].location.copy()
+    with pytest.raises(RuntimeError, match="left and right"):
+        bpy.ops.speechface.bake()
+    bpy.ops.speechface.remove_markers()
+    assert not any(o.name.startswith(f"SF {obj.name} ") for o in bpy.data.objects)
+
+
+def test_markers_get_a_default_layout_when_there_is_no_face_to_find(ext):
+    scene = bpy.context.scene
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.1)
+    sphere = bpy.context.active_object
+    scene.speechface.target = sphere
+    bpy.ops.speechface.place_markers()
+    placed = [o for o in bpy.data.objects if o.name.startswith(f"SF {sphere.name} ")]
+    assert len(placed) == 8

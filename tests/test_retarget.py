@@ -155,3 +155,26 @@ def test_animation_transfers_through_its_basis(clips):
     coeffs, basis, bias = m.transfer_animation(anim)
     frames = (coeffs @ basis + bias).reshape(anim.n_frames, m.n_target, 3)
     np.testing.assert_allclose(frames, m.transfer(anim.offsets()), atol=2e-7)
+
+
+def test_landmarks_placed_by_hand_rescue_a_turned_head(motion):
+    """A head facing +X is no face to the automatic guess; eight markers fix it."""
+    from core.retarget import MARKERS
+    v, faces = remeshed("triangulate")
+    quarter = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])      # -Y -> +X
+    turned = v @ quarter.T
+    with pytest.raises(RetargetError, match="no face"):
+        retarget(turned, faces)
+    marks = [(i, HEAD.vertices[i] @ quarter.T) for i in MARKERS.values()]
+    m = retarget(turned, faces, landmarks=marks)
+    got = m.transfer(motion) @ quarter                                   # back to facing -Y
+    lips = HEAD.masks["lips"] > 0.5
+    err = np.linalg.norm(got - motion, axis=2)[:, lips].max(1) * 1000
+    assert np.percentile(err, 95) < 1.0
+
+    swapped = dict(MARKERS)
+    swapped["mouth_corner.L"], swapped["mouth_corner.R"] = MARKERS["mouth_corner.R"], MARKERS["mouth_corner.L"]
+    swapped["eye_outer.L"], swapped["eye_outer.R"] = MARKERS["eye_outer.R"], MARKERS["eye_outer.L"]
+    bad = [(MARKERS[n], HEAD.vertices[swapped[n]] @ quarter.T) for n in MARKERS]
+    with pytest.raises(RetargetError, match="left and right"):
+        retarget(turned, faces, landmarks=bad)
