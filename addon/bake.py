@@ -43,6 +43,21 @@ class BakeRequest:
     options: dict                 # OPTION_NAMES -> value
     retarget: Retargeting | None = None    # set when the mesh has its own topology
     rig: "RigTarget | None" = None         # output mode RIG: the character's keys to drive
+    jaw: list | None = None                # [JawObject]: separate teeth/tongue following the jaw
+    placement: tuple | None = None         # head topology: similarity (s, R, t) template -> world
+
+
+@dataclass
+class JawObject:
+    """A teeth or tongue object: its name, parent-space matrix Q (4, 4: parent world @ parent
+    inverse), location (3,), rotation matrix (3, 3) and rotation mode. Its new world matrix is
+    J @ world, J the jaw's world motion: in parent space L = Q^-1 J Q, location L_R loc + L_t,
+    and the delta rotation L_R."""
+    name: str
+    q: np.ndarray
+    location: np.ndarray
+    rotation: np.ndarray
+    mode: str
 
 
 @dataclass
@@ -64,6 +79,7 @@ class BakeResult:
     seconds: float = 0.0
     new_map: object = None        # a RetargetMap built by this bake (cached on the object)
     rig_weights: np.ndarray | None = None   # RIG mode: (T, K) values of request.rig.names
+    jaw_keys: dict | None = None            # jaw object name -> (delta loc (T, 3), quat (T, 4))
 
     def local_blocks(self, chunk: int = 256):
         """Exact mode: (start, offsets (n, N, 3) in the mesh's local units) blocks."""
@@ -101,9 +117,17 @@ def prepare(scene, obj, strip_name: str, options: dict) -> BakeRequest:
             raise BakeError("Model is set to Checkpoint File but no file is chosen: pick a "
                             ".safetensors checkpoint or use the bundled model")
     rig = rig_target(obj, options) if options["output_mode"] == "RIG" else None
+    jaw = jaw_objects(scene, obj)
     if has_head_topology(obj, head):
         template, scale = fit_template(rest_vertices(obj), head.vertices, object_scale(obj, scene))
-        return BakeRequest(audio, obj.name, template, scale, options, rig=rig)
+        placement = None
+        if jaw:
+            from ..core.retarget import _similarity
+            m = world_matrix(obj)
+            world = rest_vertices(obj).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+            placement = _similarity(template.astype(np.float64), world, np.ones(len(world)))
+        return BakeRequest(audio, obj.name, template, scale, options, rig=rig, jaw=jaw,
+                           placement=placement)
     from ..core.retarget import mesh_key
     m = world_matrix(obj)
     world = rest_vertices(obj).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
@@ -111,7 +135,22 @@ def prepare(scene, obj, strip_name: str, options: dict) -> BakeRequest:
     landmarks = marker_landmarks(obj)
     retargeting = Retargeting(world, faces, m, load_map(obj, mesh_key(world, faces, landmarks)),
                               landmarks)
-    return BakeRequest(audio, obj.name, head.vertices, 1.0, options, retargeting, rig)
+    return BakeRequest(audio, obj.name, head.vertices, 1.0, options, retargeting, rig, jaw)
+
+
+def jaw_objects(scene, face) -> list:
+    """The separate teeth/tongue objects of the panel's collection (not the face itself)."""
+    coll = scene.speechface.jaw_objects
+    out = []
+    for o in (coll.all_objects if coll is not None else ()):
+        if o == face:
+            continue
+        q = np.array(o.parent.matrix_world @ o.matrix_parent_inverse, np.float64) if o.parent \
+            else np.eye(4)
+        loc, rot, _ = o.matrix_basis.decompose()
+        out.append(JawObject(o.name, q, np.array(loc, np.float64),
+                             np.array(rot.to_matrix(), np.float64), o.rotation_mode))
+    return out
 
 
 def marker_name(obj, name: str) -> str:
@@ -223,6 +262,8 @@ def compute(req: BakeRequest, progress=None, cancel=None) -> BakeResult:
         raise BakeError(str(ex)) from None
     anim = shape_animation(anim, load_default_head().masks, opts)
     result = BakeResult(req, o["output_mode"], n, new_map=new_map)
+    if req.jaw:
+        result.jaw_keys = jaw_keys(req, result, anim)
     if o["output_mode"] == "RIG":
         result.rig_weights = rig_weights(req, result, anim, opts)
     elif o["output_mode"] == "COMPACT":
@@ -241,6 +282,37 @@ def compute(req: BakeRequest, progress=None, cancel=None) -> BakeResult:
         progress(1.0)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def jaw_keys(req: BakeRequest, result: BakeResult, anim) -> dict:
+    """Per jaw object, the delta location (T, 3) and delta rotation quaternion (T, 4, w first)
+    that carry it with the jaw."""
+    from ..core.assets import load_default_head
+    from ..core.jaw import jaw_motion, world_jaw
+    r, t = jaw_motion(anim, load_default_head())
+    if req.retarget is not None:
+        m = result.map
+        s_, ra, ta = m.scale, m.rotation, m.translation
+    else:
+        s_, ra, ta = req.placement
+    world = world_jaw(r, t, s_, ra, ta)                                  # (T, 4, 4)
+    out = {}
+    for j in req.jaw:
+        local = np.einsum("ij,tjk,kl->til", np.linalg.inv(j.q), world, j.q)   # in parent space
+        loc = np.einsum("tij,j->ti", local[:, :3, :3], j.location) + local[:, :3, 3]
+        # Blender composes the delta rotation on the left (D @ R): D is the jaw's own rotation
+        out[j.name] = (loc - j.location, _quaternions(local[:, :3, :3]))
+    return out
+
+
+def _quaternions(r: np.ndarray) -> np.ndarray:
+    """Rotation matrices (T, 3, 3) -> unit quaternions (T, 4), w first, w >= 0."""
+    w = np.sqrt(np.clip(1 + r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2], 1e-12, None)) / 2
+    x = (r[:, 2, 1] - r[:, 1, 2]) / (4 * w)
+    y = (r[:, 0, 2] - r[:, 2, 0]) / (4 * w)
+    z = (r[:, 1, 0] - r[:, 0, 1]) / (4 * w)
+    q = np.stack([w, x, y, z], 1)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
 def rig_weights(req: BakeRequest, result: BakeResult, anim, opts) -> np.ndarray:
@@ -284,6 +356,11 @@ def apply(result: BakeResult, scene, obj) -> dict:
         info = writers.write_exact(obj, result.local_blocks(), result.n_frames, first)
     if result.new_map is not None:
         obj[MAP_PROP] = result.new_map.arrays()
+    if result.jaw_keys:
+        import bpy
+        for name, (dloc, quat) in result.jaw_keys.items():
+            if name in bpy.data.objects:
+                writers.write_jaw(obj, bpy.data.objects[name], dloc, quat, first)
     obj.active_shape_key_index = min(active, len(obj.data.shape_keys.key_blocks) - 1)
     record_shot(scene, req.audio.name, obj, req.options)
     obj.data.update()

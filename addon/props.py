@@ -73,6 +73,10 @@ class SpeechfaceSettings(bpy.types.PropertyGroup):
         "target": PointerProperty(name="Face Mesh", type=bpy.types.Object, poll=_is_mesh,
                                   description="The mesh that gets the shape keys"),
         "shots": CollectionProperty(type=SpeechfaceShot),
+        "jaw_objects": PointerProperty(name="Teeth & Tongue", type=bpy.types.Collection,
+                                       description="Separate lower-teeth and tongue objects in "
+                                                   "this collection follow the jaw (keyed delta "
+                                                   "transforms)"),
         **option_props(),
     }
 

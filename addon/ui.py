@@ -21,6 +21,7 @@ def draw_settings(layout, context) -> None:
     row.operator("speechface.add_head", icon="USER")
     row.operator("speechface.place_markers", text="", icon="EMPTY_DATA")
     row.operator("speechface.remove_markers", text="", icon="X")
+    col.prop(s, "jaw_objects")
 
     col = layout.column(heading="Model")
     col.prop(s, "model_source", text="Model")

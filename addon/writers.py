@@ -71,8 +71,8 @@ def _key_curve(bag, name: str, frames: np.ndarray, values: np.ndarray) -> None:
 
 
 def _place(key, act, slot, first_frame: int) -> str:
-    """Make the Action drive the Key: as its Action if it has none (or only ours), else on our
-    own NLA track above the user's Action. Returns where it went."""
+    """Make the Action drive the ID (a Key, or an object): as its Action if it has none, else
+    on our own NLA track above the user's Action. Returns where it went."""
     ad = key.animation_data or key.animation_data_create()
     if ad.action is None:
         ad.action = act
@@ -127,6 +127,78 @@ def write_rig(obj, names, weights: np.ndarray, first_frame: int) -> dict:
     return {"keys": len(names), "frames": len(weights), "placed": _place(key, act, slot, first_frame)}
 
 
+JAW_MARK = "speechface_jaw"    # on a teeth/tongue object's Action: the face it follows
+JAW_REST = "speechface_jaw_rest"   # on that object: its delta transforms before, for Clear
+
+
+def write_jaw(face, obj, dloc: np.ndarray, quat: np.ndarray, first_frame: int) -> None:
+    """Key a separate teeth/tongue object's delta location (T, 3) and delta rotation (T, 4
+    quaternions, w first; converted for Euler modes) from first_frame, in an Action of its own
+    (on an NLA track when it already has one)."""
+    from mathutils import Quaternion
+    if JAW_REST not in obj:
+        obj[JAW_REST] = {"location": list(obj.delta_location),
+                         "quaternion": list(obj.delta_rotation_quaternion),
+                         "euler": list(obj.delta_rotation_euler)}
+    act = bpy.data.actions.new(f"Speechface jaw {obj.name}")
+    act[ACTION_MARK] = face.name
+    act[JAW_MARK] = face.name
+    slot = act.slots.new(id_type="OBJECT", name=obj.name)
+    bag = act.layers.new("Speechface").strips.new(type="KEYFRAME").channelbag(slot, ensure=True)
+    frames = first_frame + np.arange(len(dloc), dtype=np.float32)
+    for i in range(3):
+        _curve(bag, "delta_location", i, frames, dloc[:, i])
+    if obj.rotation_mode == "QUATERNION":
+        for i in range(4):
+            _curve(bag, "delta_rotation_quaternion", i, frames, quat[:, i])
+    elif obj.rotation_mode != "AXIS_ANGLE":
+        eul = np.array([Quaternion(q).to_euler(obj.rotation_mode) for q in quat], np.float32)
+        for i in range(3):
+            _curve(bag, "delta_rotation_euler", i, frames, eul[:, i])
+    _place(obj, act, slot, first_frame)
+
+
+def _curve(bag, path: str, index: int, frames, values) -> None:
+    fc = bag.fcurves.new(path, index=index)
+    fc.keyframe_points.add(len(frames))
+    co = np.empty(2 * len(frames), np.float32)
+    co[0::2], co[1::2] = frames, values
+    fc.keyframe_points.foreach_set("co", co)
+    fc.keyframe_points.foreach_set("interpolation", np.full(len(frames), LINEAR, np.int32))
+    fc.update()
+
+
+def clear_jaw(face) -> int:
+    """Remove the jaw animation Speechface made for ``face`` from every object, with their
+    delta transforms as they were. Returns how many objects it touched."""
+    n = 0
+    for obj in bpy.data.objects:
+        ad = obj.animation_data
+        if ad is None:
+            continue
+        ours = set()
+        if ad.action is not None and ad.action.get(JAW_MARK) == face.name:
+            ours.add(ad.action)
+            ad.action = None
+        for track in list(ad.nla_tracks):
+            if any(st.action is not None and st.action.get(JAW_MARK) == face.name for st in track.strips):
+                ours.update(st.action for st in track.strips if st.action is not None)
+                ad.nla_tracks.remove(track)
+        if not ours:
+            continue
+        n += 1
+        rest = obj.get(JAW_REST)
+        if rest is not None:
+            obj.delta_location = rest["location"]
+            obj.delta_rotation_quaternion = rest["quaternion"]
+            obj.delta_rotation_euler = rest["euler"]
+            del obj[JAW_REST]
+        for act in ours:
+            if act.users == 0:
+                bpy.data.actions.remove(act)
+    return n
+
+
 def has_bake(obj) -> bool:
     key = obj.data.shape_keys if obj is not None and obj.type == "MESH" else None
     if key is None:
@@ -139,10 +211,12 @@ def has_bake(obj) -> bool:
 
 def clear(obj, keep_map: bool = False) -> int:
     """Remove everything Speechface made on ``obj`` (but the cached retarget map with
-    ``keep_map``, as a re-bake does); the user's keys, their values and their animation stay as
-    they are. Returns the number of shape keys removed."""
+    ``keep_map``, as a re-bake does), the jaw animation of its teeth and tongue objects
+    included; the user's keys, their values and their animation stay as they are. Returns the
+    number of shape keys removed."""
     if MAP_PROP in obj and not keep_map:
         del obj[MAP_PROP]
+    clear_jaw(obj)
     key = obj.data.shape_keys
     if key is None:
         return 0

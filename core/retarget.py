@@ -54,20 +54,24 @@ class RetargetMap:
     key: str
     fitted: np.ndarray | None = None
     distance: np.ndarray | None = None
+    translation: np.ndarray | None = None     # (3,): fitted ~ scale * rotation @ template + t
 
     def arrays(self) -> dict:
         """What a cache needs to rebuild the map: name -> flat list or scalar."""
         markers = marker_positions(self.fitted) if self.fitted is not None else {}
         return {"key": self.key, "markers": markers, "index": self.index.ravel().tolist(),
                 "weight": self.weight.ravel().tolist(), "rotation": self.rotation.ravel().tolist(),
-                "scale": float(self.scale), "n_template": int(self.n_template)}
+                "scale": float(self.scale), "n_template": int(self.n_template),
+                "translation": [float(x) for x in (self.translation if self.translation is not None
+                                                   else np.zeros(3))]}
 
     @classmethod
     def from_arrays(cls, d) -> "RetargetMap":
         return cls(np.asarray(d["index"], np.int32).reshape(-1, 3),
                    np.asarray(d["weight"], np.float32).reshape(-1, 3),
                    np.asarray(d["rotation"], np.float64).reshape(3, 3), float(d["scale"]),
-                   int(d["n_template"]), str(d["key"]))
+                   int(d["n_template"]), str(d["key"]),
+                   translation=np.asarray(d.get("translation", np.zeros(3)), np.float64))
 
     @property
     def n_target(self) -> int:
@@ -528,4 +532,5 @@ def retarget(vertices: np.ndarray, faces, head=None, landmarks=None, progress=No
     if progress:
         progress(1.0)
     return RetargetMap(index, (bary * fade[:, None]).astype(np.float32), r, float(s),
-                       len(template), key, fitted.astype(np.float32), dist.astype(np.float32))
+                       len(template), key, fitted.astype(np.float32), dist.astype(np.float32),
+                       np.asarray(t, np.float64))

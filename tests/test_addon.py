@@ -441,3 +441,41 @@ def test_markers_get_a_default_layout_when_there_is_no_face_to_find(ext):
     bpy.ops.speechface.place_markers()
     placed = [o for o in bpy.data.objects if o.name.startswith(f"SF {sphere.name} ")]
     assert len(placed) == 8
+
+
+def test_separate_teeth_follow_the_jaw(ext, speech):
+    """Lower teeth kept as their own object (parented to the head, with their own animation)
+    move with the jaw; Clear gives them back their transforms."""
+    from core.assets import load_default_head
+    from core.jaw import lower_teeth
+    head = load_default_head()
+    scene, obj, strip = head_scene(speech)
+    strip.frame_final_duration = 45
+    idx = lower_teeth(head)
+    mesh = bpy.data.meshes.new("Teeth")
+    mesh.from_pydata(head.vertices[idx].tolist(), [], [])         # the teeth points, as a mesh
+    teeth = bpy.data.objects.new("Teeth", mesh)
+    coll = bpy.data.collections.new("Mouth parts")
+    scene.collection.children.link(coll)
+    coll.objects.link(teeth)
+    teeth.parent = obj
+    teeth.keyframe_insert("location", frame=1)                    # the user's own animation
+    scene.speechface.jaw_objects = coll
+    before = snapshot(bpy)
+    bpy.ops.speechface.bake(seed=3)
+    ad = teeth.animation_data
+    assert [t.name for t in ad.nla_tracks] == ["Speechface"] and ad.action is not None
+    template = np.array([v.co for v in obj.data.shape_keys.reference_key.data], np.float32)
+    ref = reference_offsets(speech, 0.0, 45, scene.render.fps / scene.render.fps_base, template, seed=3)
+    opened = int(np.argmax(ref[:, idx, 2].mean(1) * -1))           # the frame the jaw is lowest
+    assert ref[opened, idx, 2].mean() < -2e-3
+    for k in (opened, 10):
+        scene.frame_set(1 + k)
+        pts = np.array([teeth.matrix_world @ v.co for v in teeth.data.vertices])
+        want = head.vertices[idx] + ref[k, idx]
+        assert np.abs(pts.mean(0) - want.mean(0)).max() < 1e-4, k     # the centroid exactly
+        assert np.linalg.norm(pts - want, axis=1).max() < 1e-3, k      # rigid: within 1 mm
+    bpy.ops.speechface.clear()
+    assert snapshot(bpy) == before
+    assert tuple(teeth.delta_location) == (0.0, 0.0, 0.0)
+    assert teeth.animation_data.action is not None and not teeth.animation_data.nla_tracks
