@@ -124,6 +124,12 @@ def test_no_face_is_refused():
     cube = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
     with pytest.raises(RetargetError):
         retarget(cube, [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]])
+    g = np.stack(np.meshgrid(np.linspace(-0.1, 0.1, 30), np.linspace(0, 0.25, 30)), -1).reshape(-1, 2)
+    plane = np.column_stack([g[:, 0], np.zeros(len(g)), g[:, 1]])        # upright, facing -Y
+    quads = [[i * 30 + j, i * 30 + j + 1, (i + 1) * 30 + j + 1, (i + 1) * 30 + j]
+             for i in range(29) for j in range(29)]
+    with pytest.raises(RetargetError, match="face"):
+        retarget(plane, quads)
     turned = HEAD.vertices * [1, -1, 1]                      # facing +Y
     with pytest.raises(RetargetError, match="no face"):
         retarget(turned, HEAD.faces[:, ::-1])
