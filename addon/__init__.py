@@ -6,9 +6,9 @@ command (``blender --command speechface ...``, the batch baker) is registered be
 """
 import bpy
 
-from . import ops, props, rig_ops, ui
+from . import identity_ops, ops, props, rig_ops, ui
 
-classes = (*props.classes, *ops.classes, *rig_ops.classes, *ui.classes)
+classes = (*props.classes, *ops.classes, *rig_ops.classes, *identity_ops.classes, *ui.classes)
 
 _cli_handle = None
 

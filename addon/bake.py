@@ -110,6 +110,9 @@ def prepare(scene, obj, strip_name: str, options: dict) -> BakeRequest:
     head = load_default_head()
     audio = strip_audio(scene, find_sound_strip(scene, strip_name))
     options = dict(options)
+    if options["model_source"] == "IDENTITY":
+        from .identity_ops import identity_path
+        options["checkpoint"], options["model_source"] = str(identity_path(options["identity"])), "FILE"
     if options["model_source"] == "FILE":
         import bpy
         options["checkpoint"] = bpy.path.abspath(options["checkpoint"]) if options["checkpoint"] else ""

@@ -12,8 +12,15 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
 
 MODEL_ITEMS = (
     ("DEFAULT", "Bundled", "The default model shipped with Speechface"),
+    ("IDENTITY", "Fitted Identity", "A model fitted to a character (Fit to this Character, or "
+                                    "python3 -m train fit-identity into the user folder)"),
     ("FILE", "Checkpoint File", "A .safetensors checkpoint trained with python3 -m train fit"),
 )
+
+
+def _identity_names(self, context, edit_text):
+    from .identity_ops import fitted_identities
+    return fitted_identities()
 MODE_ITEMS = (
     ("COMPACT", "Compact", "A few shape keys (principal directions of the motion, within 0.1 mm) "
                            "with keyframed values"),
@@ -30,6 +37,8 @@ def option_props() -> dict:
         "checkpoint": StringProperty(name="Checkpoint", subtype="FILE_PATH",
                                      description="Model checkpoint (.safetensors) when Model is "
                                                  "Checkpoint File"),
+        "identity": StringProperty(name="Identity", search=_identity_names,
+                                   description="Fitted identity when Model is Fitted Identity"),
         "lip_intensity": FloatProperty(name="Lip Intensity", default=1.0, min=0.0, max=3.0,
                                        description="Scale of the mouth's motion (1 = as predicted)"),
         "smoothing": FloatProperty(name="Smoothing", default=0.0, min=0.0, max=10.0,

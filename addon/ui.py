@@ -27,6 +27,9 @@ def draw_settings(layout, context) -> None:
     col.prop(s, "model_source", text="Model")
     if s.model_source == "FILE":
         col.prop(s, "checkpoint", text="")
+    elif s.model_source == "IDENTITY":
+        col.prop(s, "identity", text="", icon="USER")
+    col.operator("speechface.fit_character", icon="MOD_MESHDEFORM")
 
     col = layout.column()
     col.prop(s, "lip_intensity", slider=True)

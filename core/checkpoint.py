@@ -100,6 +100,9 @@ def load_model(path, device="cpu", need_prior: bool = True):
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the model config "
                               f"({str(exc).splitlines()[0]})") from None
+    ident = tensors.get("identity.template")
+    # a fitted identity (python3 -m train fit-identity): the template animate() uses by default
+    model.identity_template = ident.float().numpy() if ident is not None else None
     if need_prior and prior is None:
         raise CheckpointError(f"{path}: stage-1 checkpoint without a prior; train stage 2 "
                               "(`python3 -m train fit --stage 2`) before animating with it")

@@ -169,7 +169,7 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
 
     samples: a path (any file soundfile reads) or an array (S,) / (S, channels) with
     ``sample_rate``; fps: output frame rate; template: (V, 3) metres on the default head's
-    topology (an identity), default head if None; model: (model, prior, meta) from
+    topology (an identity); if None, the checkpoint's fitted identity, else the default head; model: (model, prior, meta) from
     ``get_model``, the shipped default if None; seed: draws the upper face (blinks, brows);
     the mouth's codes do not depend on it (the lips move by < 1 mm between seeds);
     temperature: prior sampling temperature (None: argmax);
@@ -179,11 +179,13 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
     if not (isinstance(fps, (int, float)) and 1 <= fps <= 1000):
         raise ValueError(f"fps must be between 1 and 1000, got {fps!r}")
     head = load_default_head()
+    net, prior, _ = model or get_model()
+    if template is None:               # a fitted identity's checkpoint carries its own face
+        template = getattr(net, "identity_template", None)
     template = head.vertices if template is None else np.asarray(template, np.float32)
     if template.shape != head.vertices.shape:
         raise ValueError(f"template has shape {template.shape}, the model animates meshes with "
                          f"the default head's {head.vertices.shape}; retarget other meshes")
-    net, prior, _ = model or get_model()
     cfg = net.cfg
     x = load_speech(samples, sample_rate)
     duration = len(x) / MODEL_RATE
@@ -214,6 +216,35 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
             progress(min(1.0, done / n_steps))
 
     # phase A: codes for frames -ctx .. n_model+ctx-1 (audio heads argmax, expression heads prior)
+    codes, seal_logit = inference_codes(mel, net, prior, n_model, window, seed, temperature, tick)
+    # phase B: decode windows of frames, each with ctx frames of codes on both sides
+    tfeat = net.decoder.template_features(torch.from_numpy(template)[None])
+    coeffs = np.zeros((n_model, cfg.rank), np.float32)
+    for k0 in range(0, n_model, window):
+        k1 = min(n_model, k0 + window)
+        one_hot = torch.nn.functional.one_hot(codes[k0:k1 + 2 * ctx], cfg.classes).float()[None]
+        coeffs[k0:k1] = net.decoder(one_hot, tfeat)[0].numpy()
+        tick()
+    if seal:
+        logit = seal_logit[ctx:ctx + n_model] - np.log(SEAL_POS_WEIGHT)
+        prob = 1 / (1 + np.exp(-logit))
+        pairs = head.landmarks["lip_pairs"]
+        coeffs = seal_lips(coeffs, prob, basis_mm, bias_mm, template, pairs,
+                           _model_seal_direction(net, pairs, len(template)))
+    coeffs = _resample_frames(coeffs, cfg.fps, fps, n_out)
+    arkit = np.clip(coeffs @ net.arkit.weight.T.numpy() + net.arkit.bias.numpy(), 0, 1)
+    return Animation(float(fps), template, head.faces, head.landmarks["lip_pairs"], coeffs,
+                     basis, bias, arkit.astype(np.float32), duration)
+
+
+@torch.no_grad()
+def inference_codes(mel, net, prior, n_model: int, window: int, seed: int = 0,
+                    temperature: float | None = 1.0, tick=None):
+    """The codes inference decodes: audio heads by argmax, expression heads drawn by the prior,
+    window by window with its state carried over. mel (1, n_mels, M) padded normalised log-mel;
+    -> (codes (n_model + 2 ctx, H) long tensor for frames -ctx .. n_model + ctx - 1, closure
+    logits (n_model + 2 ctx,) numpy)."""
+    cfg, ctx = net.cfg, net.decoder.ctx
     rng = np.random.default_rng(seed)
     codes, seal_logit, state = [], [], None
     for a in range(-ctx, n_model + ctx, window):
@@ -224,26 +255,9 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
         e_codes, state = prior.sample(feat[0], a_codes, rng, temperature, state)
         codes.append(np.concatenate([a_codes.numpy(), e_codes], 1))
         seal_logit.append(net.closure(feat[0])[:, 0].numpy())
-        tick()
-    codes = torch.from_numpy(np.concatenate(codes))                 # (n_model + 2 ctx, H)
-    # phase B: decode windows of frames, each with ctx frames of codes on both sides
-    tfeat = net.decoder.template_features(torch.from_numpy(template)[None])
-    coeffs = np.zeros((n_model, cfg.rank), np.float32)
-    for k0 in range(0, n_model, window):
-        k1 = min(n_model, k0 + window)
-        one_hot = torch.nn.functional.one_hot(codes[k0:k1 + 2 * ctx], cfg.classes).float()[None]
-        coeffs[k0:k1] = net.decoder(one_hot, tfeat)[0].numpy()
-        tick()
-    if seal:
-        logit = np.concatenate(seal_logit)[ctx:ctx + n_model] - np.log(SEAL_POS_WEIGHT)
-        prob = 1 / (1 + np.exp(-logit))
-        pairs = head.landmarks["lip_pairs"]
-        coeffs = seal_lips(coeffs, prob, basis_mm, bias_mm, template, pairs,
-                           _model_seal_direction(net, pairs, len(template)))
-    coeffs = _resample_frames(coeffs, cfg.fps, fps, n_out)
-    arkit = np.clip(coeffs @ net.arkit.weight.T.numpy() + net.arkit.bias.numpy(), 0, 1)
-    return Animation(float(fps), template, head.faces, head.landmarks["lip_pairs"], coeffs,
-                     basis, bias, arkit.astype(np.float32), duration)
+        if tick is not None:
+            tick()
+    return torch.from_numpy(np.concatenate(codes)), np.concatenate(seal_logit)
 
 
 def _write_npy(zf: zipfile.ZipFile, name: str, shape: tuple, dtype, blocks) -> None:

@@ -10,6 +10,7 @@ Commands:
   bench        benchmarks (what `python3 build.py bench` runs)
   fit          train the model: stage 1, stage 2 prior, export (CORPUS --out RUN)
   evaluate     score a checkpoint and baselines on the test split and real clips (CKPT CORPUS)
+  fit-identity fit the default model to one character (NEUTRAL --out CKPT [--motion DIR])
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ COMMANDS = {
     "bench": ("train.bench", "main_bench"),
     "fit": ("train.fit", "main_fit"),
     "evaluate": ("train.evaluate", "main_evaluate"),
+    "fit-identity": ("train.fit_identity", "main_fit_identity"),
 }
 
 

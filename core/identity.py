@@ -1,0 +1,249 @@
+"""Fitting the model to one character: the identity-dependent parts tuned on its takes.
+
+The audio encoder, the code heads and the prior stay as they are; the decoder (its template
+features included) and the vertex basis are tuned so that the codes inference produces
+(``core.pipeline.inference_codes``) give this character's motion: the error on the mouth region
+(lips twice) against the takes, and the rest of the face held to what the model did before.
+Characters of another topology go through a retarget map: the registered default head is their
+template and the map carries the predicted offsets onto their vertices.
+
+Used by ``python3 -m train fit-identity`` (files, CLI) and by the add-on's "Fit to this
+Character" (Blender data). Offsets in metres, frames at each take's fps.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+CLOSED_MM = 1.5              # a lip gap below this counts as closed (as the bilabial metric)
+
+
+class FitError(ValueError):
+    """Bad input for fitting; the message names what is wrong and what to do."""
+
+
+@dataclass
+class Take:
+    name: str
+    samples: np.ndarray          # (S,) 16 kHz mono
+    offsets: np.ndarray          # (T, N, 3) metres from the neutral
+    fps: float
+
+
+def identity_template(neutral: np.ndarray, faces, head):
+    """-> (template (V, 3) m on the default head's topology, retarget map or None)."""
+    if len(neutral) == head.n_vertices and (faces is None or len(faces) == len(head.faces)):
+        return neutral.astype(np.float32), None
+    if faces is None:
+        raise FitError(f"the neutral has {len(neutral)} vertices, not the Speechface head's "
+                       f"{head.n_vertices}: give its faces too (.npz 'faces' or .obj)")
+    from .retarget import RetargetError, retarget
+    try:
+        rmap = retarget(neutral, faces)
+    except RetargetError as ex:
+        raise FitError(f"the neutral mesh: {ex}") from None
+    back = (rmap.fitted.astype(np.float64) - rmap.translation) @ rmap.rotation / rmap.scale
+    return back.astype(np.float32), rmap
+
+
+def _resample(x: np.ndarray, fps_in: float, fps_out: float, n_out: int) -> np.ndarray:
+    pos = np.arange(n_out) * fps_in / fps_out
+    i0 = np.clip(np.floor(pos).astype(int), 0, len(x) - 1)
+    i1 = np.clip(i0 + 1, 0, len(x) - 1)
+    w = (pos - i0).reshape(-1, *([1] * (x.ndim - 1)))
+    return x[i0] * (1 - w) + x[i1] * w
+
+
+class Fitter:
+    """The tuning problem: codes per take (as inference makes them), targets on the
+    character's own vertices, weights per vertex."""
+
+    def __init__(self, model, template, takes, rmap, head, seed: int = 0):
+        from .audio import log_mel, normalize_utterance
+        from .model import PAD_SECONDS
+        from .pipeline import inference_codes
+
+        self.net, self.prior, _ = model
+        self.cfg = self.net.cfg
+        self.template = torch.from_numpy(np.asarray(template, np.float32))[None]
+        self.rmap = rmap
+        self.sparse = None
+        if rmap is not None:
+            m = rmap.matrix().tocoo()
+            self.sparse = torch.sparse_coo_tensor(np.vstack([m.row, m.col]), m.data.astype(np.float32),
+                                                  m.shape).coalesce()
+            self.linear = torch.from_numpy((rmap.scale * rmap.rotation).astype(np.float32))
+        mouth = head.masks["mouth"].astype(np.float32)
+        lips = head.masks["lips"].astype(np.float32)
+        self.w_fit = self._on_target(np.stack([mouth + 2 * lips] * 3, 1)[None])[0, :, 0]     # (N,)
+        self.w_keep = 1.0 - np.clip(self._on_target(np.stack([mouth] * 3, 1)[None])[0, :, 0], 0, 1)
+        ctx = self.net.decoder.ctx
+        self.codes, self.targets = [], []
+        pad = np.zeros(int(PAD_SECONDS * 16000), np.float32)
+        for take in takes:
+            duration = len(take.samples) / 16000
+            n_model = math.ceil(duration * self.cfg.fps)
+            mel = normalize_utterance(log_mel(np.concatenate([pad, take.samples, pad])))[None]
+            codes, _ = inference_codes(mel, self.net, self.prior, n_model, 600, seed, None)
+            self.codes.append(codes)                                    # (n_model + 2 ctx, H)
+            target = _resample(take.offsets, take.fps, self.cfg.fps, n_model) * 1000   # mm
+            self.targets.append(torch.from_numpy(target.reshape(n_model, -1).astype(np.float32)))
+        self.ctx = ctx
+
+    def _on_target(self, x):
+        """Template-space (B, V, 3) -> target space (B, N, 3) (numpy; weights, no rotation)."""
+        if self.rmap is None:
+            return x
+        m = self.rmap.matrix()
+        return np.stack([m @ b for b in x])
+
+    def predict(self, net, one_hot):
+        """-> offsets of ``net`` on the character (B, T, N*3) mm."""
+        tfeat = net.decoder.template_features(self.template).expand(len(one_hot), -1)
+        coeffs = net.decoder(one_hot, tfeat)
+        off = net.basis(coeffs)                                         # (B, T, V*3) template mm
+        if self.sparse is None:
+            return off
+        b, t, _ = off.shape
+        x = off.reshape(b * t, -1, 3).permute(1, 0, 2).reshape(-1, b * t * 3)
+        y = torch.sparse.mm(self.sparse, x).reshape(-1, b * t, 3).permute(1, 0, 2)
+        return (y @ self.linear.T).reshape(b, t, -1)
+
+    def batch(self, gen, size: int, frames: int):
+        ok = [i for i, c in enumerate(self.codes) if len(c) - 2 * self.ctx >= frames]
+        if not ok:
+            raise FitError("every take is shorter than one training crop (1.6 s): give longer takes")
+        hot, tgt = [], []
+        for _ in range(size):
+            i = ok[int(torch.randint(len(ok), (1,), generator=gen))]
+            k0 = int(torch.randint(len(self.codes[i]) - 2 * self.ctx - frames + 1, (1,), generator=gen))
+            hot.append(torch.nn.functional.one_hot(self.codes[i][k0:k0 + frames + 2 * self.ctx],
+                                                   self.cfg.classes).float())
+            tgt.append(self.targets[i][k0:k0 + frames])
+        return torch.stack(hot), torch.stack(tgt)
+
+
+def fit(model, template, takes, rmap, head, minutes: float = 3.0, seed: int = 0, progress=None,
+        cancel=None):
+    """Tune the decoder and basis of ``model`` in place for ``minutes``. progress(fraction),
+    cancel() -> True stops early (what was tuned so far stays). -> history list."""
+    torch.manual_seed(seed)
+    f = Fitter(model, template, takes, rmap, head, seed)
+    net = f.net
+    default = copy.deepcopy(net)                     # what the default does, frozen
+    params = list(net.decoder.parameters()) + list(net.basis.parameters())
+    for p in list(net.parameters()) + list(default.parameters()):
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=5e-4)
+    w_fit = torch.from_numpy(np.repeat(f.w_fit, 3).astype(np.float32))
+    w_keep = torch.from_numpy(np.repeat(f.w_keep, 3).astype(np.float32))
+    gen = torch.Generator().manual_seed(seed)
+    history, t0, step = [], time.perf_counter(), 0
+    while time.perf_counter() - t0 < minutes * 60 and not (cancel is not None and cancel()):
+        hot, tgt = f.batch(gen, 8, 48)
+        pred = f.predict(net, hot)
+        with torch.no_grad():                     # away from the mouth: as the default does
+            keep = f.predict(default, hot)
+        loss = ((pred - tgt) ** 2 * w_fit).mean() + 0.5 * ((pred - keep) ** 2 * w_keep).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 25 == 0:
+            history.append({"step": step, "loss": round(float(loss), 4)})
+            if progress is not None:
+                progress(min(1.0, (time.perf_counter() - t0) / (minutes * 60)), float(loss))
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return history
+
+
+def evaluate(model, template, takes, rmap, head, seed: int = 0) -> dict:
+    """LVE (mm) and lip closure on the takes, for a model."""
+    from .pipeline import animate
+
+    pairs = head.landmarks["lip_pairs"]
+    lips = head.masks["lips"] > 0.5
+    if rmap is not None:              # the character's lip vertices (closure: template topology)
+        lip_v = np.flatnonzero((rmap.weight * lips[rmap.index]).sum(1) > 0.5)
+    errs, closed, hit = [], 0, 0
+    up = (rmap.rotation[:, 2] if rmap is not None else np.array([0.0, 0.0, 1.0]))
+    for take in takes:
+        anim = animate(take.samples, 16000, fps=take.fps, template=template, model=model, seed=seed)
+        pred = anim.offsets()
+        n = min(len(pred), len(take.offsets))
+        gt = take.offsets[:n]
+        if rmap is not None:
+            pred = rmap.transfer(pred[:n])
+            e = np.linalg.norm(pred - gt, axis=2)[:, lip_v].max(1) * 1000
+            errs.extend(e.tolist())
+            continue
+        e = np.linalg.norm(pred[:n] - gt, axis=2)[:, lips].max(1) * 1000
+        errs.extend(e.tolist())
+        rest_gap = (template[pairs[:, 0]] - template[pairs[:, 1]]) @ up
+        gap_gt = (rest_gap + (gt[:, pairs[:, 0]] - gt[:, pairs[:, 1]]) @ up).mean(1) * 1000
+        gap_pred = (rest_gap + (pred[:n, pairs[:, 0]] - pred[:n, pairs[:, 1]]) @ up).mean(1) * 1000
+        shut = gap_gt < CLOSED_MM
+        closed += int(shut.sum())
+        hit += int((gap_pred[shut] < CLOSED_MM).sum())
+    out = {"lve_mm": round(float(np.mean(errs)), 3)}
+    if closed:
+        out["closure"] = round(hit / closed, 3)
+        out["closed_frames"] = closed
+    return out
+
+
+def save_fitted(path, base_path, model, template, report: dict):
+    """Write the fitted checkpoint: the base checkpoint's tensors with the tuned weights of
+    ``model`` (net, prior, meta) and ``identity.template`` (V, 3) m; ``report`` goes into the
+    metadata (data.identity and training.fit_identity). Returns the path."""
+    from .checkpoint import read_checkpoint, save_checkpoint
+
+    tensors, base_meta = read_checkpoint(base_path)
+    state = model[0].state_dict()
+    tensors.update({f"model.{k}": v for k, v in state.items() if f"model.{k}" in tensors})
+    tensors["identity.template"] = torch.from_numpy(np.asarray(template, np.float32))
+    data = dict(base_meta.get("data", {}), identity=report)
+    training = dict(base_meta.get("training", {}), fit_identity=report)
+    return save_checkpoint(path, tensors, model[0].cfg, data, training,
+                           contents="model+prior+identity")
+
+
+def fit_character(neutral, faces, takes, base_path, out_path, name: str, minutes: float = 3.0,
+                  seed: int = 0, progress=None, cancel=None) -> dict:
+    """The whole job: template (and map), held-out split, tuning, scores, checkpoint.
+    neutral (N, 3) m; faces or None; takes [Take]. -> report (also stored in the checkpoint)."""
+    from .assets import load_default_head
+    from .checkpoint import CheckpointError
+    from .pipeline import get_model
+
+    head = load_default_head()
+    template, rmap = identity_template(np.asarray(neutral, np.float64), faces, head)
+    try:
+        net, prior, meta = get_model(base_path)
+    except CheckpointError as ex:
+        raise FitError(str(ex)) from None
+    model = (copy.deepcopy(net), prior, meta)
+    report = {"identity": name, "base": str(base_path), "takes": [t.name for t in takes],
+              "topology": "speechface head" if rmap is None else f"{len(neutral)} vertices, retargeted"}
+    if takes:
+        held = max(1, len(takes) // 4) if len(takes) > 1 else 0
+        train, test = takes[:len(takes) - held], takes[len(takes) - held:]
+        before = evaluate((net, prior, meta), template, test or train, rmap, head, seed)
+        t0 = time.perf_counter()
+        fit(model, template, train, rmap, head, minutes, seed, progress, cancel)
+        after = evaluate(model, template, test or train, rmap, head, seed)
+        report.update({"held_out": [t.name for t in test], "default": before, "fitted": after,
+                       "fit_s": round(time.perf_counter() - t0, 1)})
+    else:
+        report["note"] = ("no motion: adapted to the new neutral shape only (the decoder is "
+                          "conditioned on the template)")
+    save_fitted(out_path, base_path, model, template, report)
+    return report

@@ -1,0 +1,164 @@
+"""python3 -m train fit-identity: a character whose mouth moves wider than the default model's,
+fitted from two minutes of takes; the held-out takes show the fit beats the default."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from core.arkit import ARKIT_NAMES
+
+MOUTH = [i for i, n in enumerate(ARKIT_NAMES) if n.startswith(("jaw", "mouth"))]
+
+
+@pytest.fixture(scope="module")
+def takes(tmp_path_factory):
+    """Two minutes of a character (identity man_long) that opens its mouth 1.5x as wide as the
+    rig: NAME.npz (vertices, fps) + NAME.wav, from a small synthetic corpus."""
+    from core.assets import load_default_head
+    from train.corpus import Corpus
+    from core.rig import identity_scale
+    from train.synth import generate
+
+    root = tmp_path_factory.mktemp("identity")
+    corpus = root / "corpus"
+    generate(corpus, hours=0.045, seed=11, progress=False)
+    c = Corpus(corpus)
+    head = load_default_head()
+    face = head.identity("man_long")
+    scale = identity_scale(face)
+    out = root / "takes"
+    out.mkdir()
+    total = 0.0
+    for seq_id in c.ids("train") + c.ids("val") + c.ids("test"):
+        seq = c.load(seq_id)
+        w = seq.arkit.copy()
+        w[:, MOUTH] = np.clip(1.5 * w[:, MOUTH], 0, 1)
+        verts = face[None] + head.units.offsets_from_weights(w, scale)
+        np.savez(out / f"{seq_id}.npz", vertices=verts.astype(np.float32), fps=c.fps)
+        sf.write(out / f"{seq_id}.wav", seq.audio, seq.sample_rate)
+        total += len(seq.audio) / seq.sample_rate
+        if total > 130:
+            break
+    np.save(root / "neutral.npy", face)
+    return root
+
+
+def test_fit_identity_beats_the_default_on_held_out_takes(takes, tmp_path):
+    from core.pipeline import animate, get_model
+    from train.fit_identity import main_fit_identity
+
+    out = tmp_path / "man_long.safetensors"
+    rc = main_fit_identity([str(takes / "neutral.npy"), "--motion", str(takes / "takes"),
+                            "--out", str(out), "--minutes", "1.5", "--quiet"])
+    assert rc == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["held_out"] and not set(report["held_out"]) & set(report["takes"][:-len(report["held_out"])])
+    assert report["fitted"]["lve_mm"] < 0.85 * report["default"]["lve_mm"], report
+    assert report["fitted"].get("closure", 1.0) >= report["default"].get("closure", 0.0) - 0.05, report
+    # the checkpoint animates with its own face when given none
+    net, prior, meta = get_model(out)
+    np.testing.assert_array_equal(net.identity_template, np.load(takes / "neutral.npy").astype(np.float32))
+    anim = animate(np.zeros(8000, np.float32) + 0.01 * np.sin(np.arange(8000) / 7), 16000,
+                   model=(net, prior, meta))
+    np.testing.assert_array_equal(anim.template, net.identity_template)
+    assert meta["data"]["identity"]["identity"] == "man_long"
+
+
+def test_no_motion_adapts_to_the_shape_and_says_so(takes, tmp_path, capsys):
+    from core.pipeline import get_model
+    from train.fit_identity import main_fit_identity
+
+    out = tmp_path / "shape_only.safetensors"
+    assert main_fit_identity([str(takes / "neutral.npy"), "--out", str(out), "--quiet"]) == 0
+    assert "adapted to the new neutral shape only" in capsys.readouterr().out
+    net, _, _ = get_model(out)
+    assert net.identity_template.shape == (4706, 3)
+
+
+def test_another_topology_goes_through_the_retarget_map(takes, tmp_path):
+    """A neutral of its own topology (no motion): the registered head becomes the template."""
+    from core.assets import load_default_head
+    from core.pipeline import get_model
+    from train.fit_identity import main_fit_identity
+    head = load_default_head()
+    tris = head.triangles()
+    v = np.load(takes / "neutral.npy") * 1.2                      # another size, triangles
+    np.savez(tmp_path / "tri.npz", vertices=v, faces=tris)
+    out = tmp_path / "tri.safetensors"
+    assert main_fit_identity([str(tmp_path / "tri.npz"), "--out", str(out), "--quiet"]) == 0
+    net, _, _ = get_model(out)
+    # back in the head's frame and size: the registered head sits on the neutral (1.2x undone)
+    assert np.abs(net.identity_template - v / 1.2).max() < 2e-3
+
+
+@pytest.mark.parametrize("problem,match", [
+    ("count", "vertices per frame"), ("nan", "NaN"), ("length", "s of audio"),
+    ("fps", "not a frame rate"), ("noaudio", "no audio"), ("units", "do not sit on the neutral"),
+])
+def test_bad_takes_name_the_file_and_write_nothing(takes, tmp_path, capsys, problem, match):
+    from train.fit_identity import main_fit_identity
+    src = sorted((takes / "takes").glob("*.npz"))[0]
+    bad = tmp_path / "takes"
+    bad.mkdir()
+    with np.load(src) as d:
+        verts, fps = d["vertices"].copy(), float(d["fps"])
+    x, rate = sf.read(src.with_suffix(".wav"))
+    if problem == "count":
+        verts = verts[:, :-5]
+    elif problem == "nan":
+        verts[3, 7, 1] = np.nan
+    elif problem == "length":
+        x = x[: len(x) // 2]
+    elif problem == "fps":
+        fps = 1000.0
+    elif problem == "units":
+        verts = verts * 100.0
+    np.savez(bad / "take1.npz", vertices=verts, fps=fps)
+    if problem != "noaudio":
+        sf.write(bad / "take1.wav", x, rate)
+    out = tmp_path / "out.safetensors"
+    rc = main_fit_identity([str(takes / "neutral.npy"), "--motion", str(bad), "--out", str(out), "--quiet"])
+    said = capsys.readouterr().out
+    assert rc == 2 and match in said and "take1" in said
+    assert not out.exists()
+
+
+def test_fit_to_this_character_in_blender(takes, tmp_path):
+    """The panel's operator: a mesh whose own shape-key animation plays under the strip is
+    fitted, lands in the user folder and becomes the model of the next bake."""
+    bpy = pytest.importorskip("bpy")
+    from blender_env import add_speech, fresh_scene
+    ext = fresh_scene()
+    scene = bpy.context.scene
+    scene.render.fps = 30
+    src = sorted((takes / "takes").glob("*.npz"))
+    with np.load(src[0]) as d:
+        verts = d["vertices"]
+    add_speech(scene, src[0].with_suffix(".wav"))
+    neutral = np.load(takes / "neutral.npy")
+    bpy.ops.speechface.add_head()
+    obj = scene.speechface.target
+    obj.data.vertices.foreach_set("co", neutral.astype(np.float32).ravel())
+    obj.shape_key_add(name="Basis", from_mix=False)
+    # the character's own animation: one key per frame, as a capture baked to shape keys
+    n = min(len(verts), 60)
+    for k in range(n):
+        kb = obj.shape_key_add(name=f"take.{k:03d}", from_mix=False)
+        kb.data.foreach_set("co", verts[k].ravel())
+        for f, v in ((k, 0.0), (k + 1, 1.0), (k + 2, 0.0)):
+            kb.value = v
+            kb.keyframe_insert("value", frame=f)
+    scene.sequence_editor.strips_all[0].frame_final_duration = n
+    bpy.ops.speechface.fit_character(name="capture test", minutes=0.2)
+    s = scene.speechface
+    assert s.model_source == "IDENTITY" and s.identity == "capture_test"
+    assert "capture_test" in ext.addon.identity_ops.fitted_identities()
+    from core.checkpoint import read_checkpoint
+    _, meta = read_checkpoint(ext.addon.identity_ops.identity_path("capture_test"))
+    report = meta["data"]["identity"]
+    assert report["takes"] == ["speech"] and "fitted" in report
+    bpy.ops.speechface.bake(target=obj.name)
+    assert any(kb.name.startswith("speechface.") for kb in obj.data.shape_keys.key_blocks)
