@@ -9,6 +9,7 @@ to one character (the fitting itself: ``core/identity.py``, shared with the add-
   ``NAME.npz`` with ``vertices`` (T, N, 3) metres on the neutral's topology and ``fps``, and
   ``NAME.wav`` (or .flac/.ogg) with its audio. Every file is checked first; a bad one stops the
   fit, naming it, before anything is written.
+- Tuning: the vertex basis, against the takes' mouth region (``core/identity.py``).
 - The last quarter of the takes is held out; both the default and the fitted model are scored
   on it (LVE: per frame the largest lip-vertex error, mm; lip closure: share of the takes'
   closed-lip frames the model also closes) and the figures go into the checkpoint and a JSON
