@@ -121,9 +121,10 @@ def test_options_shape_the_motion(ext, speech):
     base = motion(seed=1)
     mouth, upper = masks["mouth"] > 0.99, (masks["upper_face"] > 0.99) & (masks["mouth"] < 0.01)
     still = motion(seed=1, lip_intensity=0.0)
-    assert np.abs(still[:, mouth]).max() < 1e-5 < np.abs(base[:, mouth]).max()
+    # zero motion, up to the compact keys' tolerance (0.1 mm)
+    assert np.abs(still[:, mouth]).max() < 1e-4 < np.abs(base[:, mouth]).max()
     no_upper = motion(seed=1, upper_face=False)
-    assert np.abs(no_upper[:, upper]).max() < 1e-5 < np.abs(base[:, upper]).max()
+    assert np.abs(no_upper[:, upper]).max() < 1e-4 < np.abs(base[:, upper]).max()
     np.testing.assert_allclose(no_upper[:, mouth], base[:, mouth], atol=2e-4)
     doubled = motion(seed=1, lip_intensity=2.0)
     np.testing.assert_allclose(doubled[:, mouth], 2 * base[:, mouth], atol=3e-4)
@@ -156,7 +157,9 @@ def test_user_keys_and_action_stay_and_bake_goes_on_nla(ext, speech):
     assert abs(obj.data.shape_keys.key_blocks["Smile"].value - 0.8) < 1e-6
 
     bpy.ops.speechface.bake(seed=5)                       # re-bake replaces only ours
-    assert len(obj.data.shape_keys.key_blocks) == n_keys
+    names = [kb.name for kb in obj.data.shape_keys.key_blocks]
+    assert [n for n in names if not n.startswith("speechface.")] == ["Basis", "Smile"]
+    assert n_keys > 2 and len(names) > 2
     assert [t.name for t in ad.nla_tracks] == ["Speechface"]
     assert sum(a.get("speechface") is not None for a in bpy.data.actions) == 1
 
