@@ -44,7 +44,8 @@ def _moves_by_itself(obj) -> bool:
 
 
 def character_take(scene, obj, strip_name: str):
-    """The mesh's own motion under the strip as a take, or None when it does not move."""
+    """The mesh's own motion under the strip as a take (offsets from the rest shape, world
+    metres), or None when it does not move."""
     from ..core.audio import load_speech
     from ..core.identity import Take
     from .scene_data import find_sound_strip, strip_audio
@@ -71,8 +72,10 @@ def character_take(scene, obj, strip_name: str):
     if any(len(f) != len(obj.data.vertices) for f in frames):
         raise BakeError(f"{obj.name!r} changes its vertex count over the strip (a modifier): "
                         "apply or disable it before fitting")
-    world = (np.stack(frames).astype(np.float64) @ m[:3, :3].T + m[:3, 3]) * unit
-    return Take(audio.name, load_speech(samples, rate), world, audio.fps)
+    from .scene_data import rest_vertices
+    rest = rest_vertices(obj).astype(np.float64)
+    moved = (np.stack(frames).astype(np.float64) - rest[None]) @ m[:3, :3].T * unit  # offsets, m
+    return Take(audio.name, load_speech(samples, rate), moved.astype(np.float32), audio.fps)
 
 
 class SPEECHFACE_OT_fit_character(bpy.types.Operator):

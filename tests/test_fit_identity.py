@@ -171,3 +171,39 @@ def test_fit_to_this_character_in_blender(takes, tmp_path):
     assert report["takes"] == ["speech"] and "fitted" in report
     bpy.ops.speechface.bake(target=obj.name)
     assert any(kb.name.startswith("speechface.") for kb in obj.data.shape_keys.key_blocks)
+
+
+def _write_pc2(path, frames: np.ndarray, fps: float) -> None:
+    """A Point Cache 2 file (what Blender's Mesh Cache modifier reads): (T, N, 3) float32."""
+    import struct
+    with open(path, "wb") as fh:
+        fh.write(b"POINTCACHE2\0" + struct.pack("<iiffi", 1, frames.shape[1], 0.0, 1.0, len(frames)))
+        fh.write(np.ascontiguousarray(frames, "<f4").tobytes())
+
+
+def test_fit_to_this_character_from_a_mesh_cache(takes, tmp_path):
+    """A capture on a Mesh Cache modifier is the take too."""
+    bpy = pytest.importorskip("bpy")
+    from blender_env import add_speech, fresh_scene
+    ext = fresh_scene()
+    scene = bpy.context.scene
+    scene.render.fps = 30
+    src = sorted((takes / "takes").glob("*.npz"))[1]
+    with np.load(src) as d:
+        verts = d["vertices"].astype(np.float32)
+    n = min(len(verts), 60)
+    add_speech(scene, src.with_suffix(".wav")).frame_final_duration = n
+    neutral = np.load(takes / "neutral.npy").astype(np.float32)
+    bpy.ops.speechface.add_head()
+    obj = scene.speechface.target
+    obj.data.vertices.foreach_set("co", neutral.ravel())
+    cache = tmp_path / "capture.pc2"
+    _write_pc2(cache, verts[:n], 30.0)
+    mod = obj.modifiers.new("Capture", "MESH_CACHE")
+    mod.cache_format, mod.filepath = "PC2", str(cache)
+    mod.frame_start = 1.0
+    take = ext.addon.identity_ops.character_take(scene, obj, "")
+    assert take is not None and len(take.offsets) == n
+    np.testing.assert_allclose(take.offsets[5], verts[5] - neutral, atol=1e-5)   # the cache's frames
+    bpy.ops.speechface.fit_character(name="cached", minutes=0.1)
+    assert scene.speechface.identity == "cached"
