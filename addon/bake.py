@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .scene_data import (BakeError, StripAudio, check_target, find_sound_strip, has_head_topology,
-                         object_scale, polygons, rest_vertices, strip_audio, world_matrix)
+                         object_scale, polygons, rest_vertices, strip_audio, world_matrix,
+                         world_rest)
 
 from .writers import MAP_PROP
 
@@ -81,20 +82,23 @@ class BakeResult:
     rig_weights: np.ndarray | None = None   # RIG mode: (T, K) values of request.rig.names
     jaw_keys: dict | None = None            # jaw object name -> (delta loc (T, 3), quat (T, 4))
 
-    def local_blocks(self, chunk: int = 256):
-        """Exact mode: (start, offsets (n, N, 3) in the mesh's local units) blocks."""
+    def local_animation(self, anim):
+        """``anim`` (template metres) on the mesh in its local units, still low-rank:
+        (coeffs (T, R), basis (R, N*3), bias (N*3,)); offsets[t] = coeffs[t] @ basis + bias."""
         req = self.request
         if req.retarget is None:
-            for start, off in self.animation.iter_offsets(chunk):
-                yield start, (off / req.scale).astype(np.float32)
-            return
-        coeffs, basis, bias = self.map.transfer_animation(self.animation)   # target space
+            return anim.coeffs, anim.basis / req.scale, anim.bias / req.scale
+        coeffs, basis, bias = self.map.transfer_animation(anim)           # target space
         n = self.map.n_target
         basis = req.retarget.to_local(basis.reshape(len(basis), n, 3)).reshape(len(basis), -1)
-        bias = req.retarget.to_local(bias.reshape(n, 3)).reshape(-1)
+        return coeffs, basis, req.retarget.to_local(bias.reshape(n, 3)).reshape(-1)
+
+    def local_blocks(self, chunk: int = 256):
+        """Exact mode: (start, offsets (n, N, 3) in the mesh's local units) blocks."""
+        coeffs, basis, bias = self.local_animation(self.animation)
         for start in range(0, len(coeffs), chunk):
             block = coeffs[start:start + chunk] @ basis + bias
-            yield start, block.reshape(len(block), n, 3)
+            yield start, block.reshape(len(block), -1, 3).astype(np.float32)
 
     @property
     def map(self):
@@ -126,19 +130,31 @@ def prepare(scene, obj, strip_name: str, options: dict) -> BakeRequest:
         placement = None
         if jaw:
             from ..core.retarget import _similarity
-            m = world_matrix(obj)
-            world = rest_vertices(obj).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+            world = world_rest(obj)
             placement = _similarity(template.astype(np.float64), world, np.ones(len(world)))
         return BakeRequest(audio, obj.name, template, scale, options, rig=rig, jaw=jaw,
                            placement=placement)
+    return BakeRequest(audio, obj.name, head.vertices, 1.0, options, retargeting_of(obj), rig, jaw)
+
+
+def retargeting_of(obj) -> Retargeting:
+    """What retargeting needs of a mesh of another topology, with its cached map if valid."""
     from ..core.retarget import mesh_key
-    m = world_matrix(obj)
-    world = rest_vertices(obj).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
-    faces = polygons(obj)
-    landmarks = marker_landmarks(obj)
-    retargeting = Retargeting(world, faces, m, load_map(obj, mesh_key(world, faces, landmarks)),
-                              landmarks)
-    return BakeRequest(audio, obj.name, head.vertices, 1.0, options, retargeting, rig, jaw)
+    world, faces, landmarks = world_rest(obj), polygons(obj), marker_landmarks(obj)
+    return Retargeting(world, faces, world_matrix(obj),
+                       load_map(obj, mesh_key(world, faces, landmarks)), landmarks)
+
+
+def build_map(retargeting: Retargeting, progress=None):
+    """The cached map, or a new one (through the markers if any); RetargetError -> BakeError."""
+    from ..core.retarget import RetargetError, retarget
+    if retargeting.cached is not None:
+        return retargeting.cached
+    try:
+        return retarget(retargeting.world, retargeting.faces, landmarks=retargeting.landmarks,
+                        progress=progress)
+    except RetargetError as ex:
+        raise BakeError(str(ex)) from None
 
 
 def jaw_objects(scene, face) -> list:
@@ -231,13 +247,10 @@ def compute(req: BakeRequest, progress=None, cancel=None) -> BakeResult:
     new_map = None
     share = 0.0                          # of the progress bar that retargeting takes
     if req.retarget is not None and req.retarget.cached is None:
-        from ..core.retarget import RetargetError, retarget
         share = 0.4
         try:
-            new_map = retarget(req.retarget.world, req.retarget.faces,
-                               landmarks=req.retarget.landmarks,
-                               progress=(lambda f: progress(share * f)) if progress else None)
-        except RetargetError as ex:
+            new_map = build_map(req.retarget, (lambda f: progress(share * f)) if progress else None)
+        except BakeError as ex:
             raise BakeError(f"{req.object_name!r}: {ex}") from None
         if cancel is not None and cancel():
             from ..core.pipeline import Cancelled
@@ -333,14 +346,7 @@ def rig_weights(req: BakeRequest, result: BakeResult, anim, opts) -> np.ndarray:
                          else up for c in cols], np.float32)
         rig.names = names
         return np.clip(w * gain, 0.0, 1.0).astype(np.float32)
-    if req.retarget is not None:
-        coeffs, basis, bias = result.map.transfer_animation(anim)
-        n = result.map.n_target
-        basis = req.retarget.to_local(basis.reshape(len(basis), n, 3)).reshape(len(basis), -1)
-        bias = req.retarget.to_local(bias.reshape(n, 3)).reshape(-1)
-    else:
-        coeffs, basis, bias = anim.coeffs, anim.basis / req.scale, anim.bias / req.scale
-    return fit_weights(coeffs, basis, bias, rig.deltas)
+    return fit_weights(*result.local_animation(anim), rig.deltas)
 
 
 def apply(result: BakeResult, scene, obj) -> dict:

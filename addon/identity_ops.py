@@ -18,8 +18,8 @@ from .scene_data import BakeError, check_target
 
 
 def identities_dir() -> Path:
-    return Path(bpy.utils.extension_path_user(__package__.rsplit(".", 1)[0], path="identities",
-                                              create=True))
+    from .scene_data import user_folder
+    return user_folder("identities")
 
 
 def fitted_identities() -> list:
@@ -95,13 +95,11 @@ class SPEECHFACE_OT_fit_character(bpy.types.Operator):
 
     def _job(self, context):
         from ..core.pipeline import DEFAULT_CHECKPOINT
-        from .scene_data import polygons, rest_vertices, world_matrix
+        from .scene_data import polygons, world_rest
         scene = context.scene
         obj = bpy.data.objects.get(self.target) if self.target else scene.speechface.target
         check_target(obj, scene)
-        m = world_matrix(obj)
-        neutral = (rest_vertices(obj).astype(np.float64) @ m[:3, :3].T + m[:3, 3]) \
-            * float(scene.unit_settings.scale_length)
+        neutral = world_rest(obj) * float(scene.unit_settings.scale_length)
         faces = polygons(obj)
         take = character_take(scene, obj, scene.speechface.strip)
         name = bpy.path.clean_name(self.name or obj.name)

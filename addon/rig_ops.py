@@ -19,8 +19,8 @@ def _mesh(context, name: str = ""):
 
 def presets_dir() -> Path:
     """Mapping presets: plain JSON files in the extension's user folder."""
-    return Path(bpy.utils.extension_path_user(__package__.rsplit(".", 1)[0], path="presets",
-                                              create=True))
+    from .scene_data import user_folder
+    return user_folder("presets")
 
 
 class SPEECHFACE_OT_detect_rig(bpy.types.Operator):
@@ -149,8 +149,8 @@ def arkit_deltas(scene, obj) -> np.ndarray:
     """The 52 face units on this mesh: (52, N, 3) local units. Refuses a mesh that has any."""
     from ..core.arkit import ARKIT_NAMES
     from ..core.assets import load_default_head
-    from .bake import load_map
-    from .scene_data import has_head_topology, object_scale, polygons, rest_vertices, world_matrix
+    from .bake import build_map, retargeting_of
+    from .scene_data import has_head_topology, object_scale
 
     key = obj.data.shape_keys
     if key is not None and any(kb.name in ARKIT_NAMES for kb in key.key_blocks):
@@ -160,19 +160,15 @@ def arkit_deltas(scene, obj) -> np.ndarray:
     units = head.units.dense()                                          # (52, V, 3) m
     if has_head_topology(obj, head):
         return (units / object_scale(obj, scene)).astype(np.float32)
-    from ..core.retarget import RetargetError, mesh_key, retarget
     from .writers import MAP_PROP
-    m = world_matrix(obj)
-    world = rest_vertices(obj).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
-    faces = polygons(obj)
-    rmap = load_map(obj, mesh_key(world, faces))
-    if rmap is None:
-        try:
-            rmap = retarget(world, faces)
-        except RetargetError as ex:
-            raise BakeError(f"{obj.name!r}: {ex}") from None
+    retargeting = retargeting_of(obj)             # the bake's map: same markers, same cache
+    try:
+        rmap = build_map(retargeting)
+    except BakeError as ex:
+        raise BakeError(f"{obj.name!r}: {ex}") from None
+    if retargeting.cached is None:
         obj[MAP_PROP] = rmap.arrays()
-    return (rmap.transfer(units) @ np.linalg.inv(m[:3, :3]).T).astype(np.float32)
+    return retargeting.to_local(rmap.transfer(units))
 
 
 def draw_mapping(layout, settings) -> None:
@@ -213,14 +209,13 @@ class SPEECHFACE_OT_place_markers(bpy.types.Operator):
     def execute(self, context):
         from ..core.retarget import MARKERS, RetargetError, marker_positions, retarget
         from .bake import marker_name
-        from .scene_data import polygons, rest_vertices, world_matrix
+        from .scene_data import polygons, world_rest
         try:
             obj = _mesh(context, self.target)
         except BakeError as ex:
             self.report({"ERROR"}, str(ex))
             return {"CANCELLED"}
-        m = world_matrix(obj)
-        world = rest_vertices(obj).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+        world = world_rest(obj)
         try:
             where = marker_positions(retarget(world, polygons(obj)).fitted)
             how = "where the automatic fit put them"

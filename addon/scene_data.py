@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import bpy
 import numpy as np
 
@@ -177,6 +179,18 @@ def polygons(obj) -> list:
 
 def world_matrix(obj) -> np.ndarray:
     return np.array(obj.matrix_world, np.float64)
+
+
+def world_rest(obj) -> np.ndarray:
+    """The mesh's rest shape (V, 3) float64 in world units."""
+    m = world_matrix(obj)
+    return rest_vertices(obj).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+
+
+def user_folder(name: str) -> Path:
+    """A folder of the extension's own in Blender's user data (created if missing)."""
+    package = __package__.rsplit(".", 1)[0]
+    return Path(bpy.utils.extension_path_user(package, path=name, create=True))
 
 
 def object_scale(obj, scene) -> float:

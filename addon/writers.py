@@ -51,23 +51,31 @@ def _add_keys(obj, names, deltas_local: np.ndarray, slider: tuple) -> None:
         kb.value = 0.0
 
 
-def _new_action(obj, key):
-    act = bpy.data.actions.new(f"Speechface {obj.name}")
-    act[ACTION_MARK] = obj.name
-    slot = act.slots.new(id_type="KEY", name=key.name)
-    layer = act.layers.new("Speechface")
-    strip = layer.strips.new(type="KEYFRAME")
+def _new_action(name: str, face, target, id_type: str = "KEY", **marks):
+    """A slotted Action ``name`` marked as Speechface's for ``face`` (plus ``marks``), with one
+    keyframe strip for the ID ``target``. -> (action, slot, channelbag)."""
+    act = bpy.data.actions.new(name)
+    act[ACTION_MARK] = face.name
+    for k, v in marks.items():
+        act[k] = v
+    slot = act.slots.new(id_type=id_type, name=target.name)
+    strip = act.layers.new("Speechface").strips.new(type="KEYFRAME")
     return act, slot, strip.channelbag(slot, ensure=True)
 
 
-def _key_curve(bag, name: str, frames: np.ndarray, values: np.ndarray) -> None:
-    fc = bag.fcurves.new(f'key_blocks["{name}"].value')
+def _curve(bag, path: str, index: int, frames, values) -> None:
+    """One F-curve, linear keys (frames (T,), values (T,))."""
+    fc = bag.fcurves.new(path, index=index)
     fc.keyframe_points.add(len(frames))
     co = np.empty(2 * len(frames), np.float32)
     co[0::2], co[1::2] = frames, values
     fc.keyframe_points.foreach_set("co", co)
     fc.keyframe_points.foreach_set("interpolation", np.full(len(frames), LINEAR, np.int32))
     fc.update()
+
+
+def _key_curve(bag, name: str, frames: np.ndarray, values: np.ndarray) -> None:
+    _curve(bag, f'key_blocks["{name}"].value', 0, frames, values)
 
 
 def _place(key, act, slot, first_frame: int) -> str:
@@ -92,7 +100,7 @@ def write_compact(obj, deltas_local: np.ndarray, values: np.ndarray, first_frame
     names = [f"{KEY_PREFIX}basis.{r:02d}" for r in range(len(deltas_local))]
     _add_keys(obj, names, deltas_local, (-1.0, 1.0))
     key = obj.data.shape_keys
-    act, slot, bag = _new_action(obj, key)
+    act, slot, bag = _new_action(f"Speechface {obj.name}", obj, key)
     frames = first_frame + np.arange(len(values), dtype=np.float32)
     for r, name in enumerate(names):
         _key_curve(bag, name, frames, values[:, r])
@@ -106,7 +114,7 @@ def write_exact(obj, frames_local, n_frames: int, first_frame: int) -> dict:
     for start, block in frames_local:
         _add_keys(obj, names[start:start + len(block)], block, (0.0, 1.0))
     key = obj.data.shape_keys
-    act, slot, bag = _new_action(obj, key)
+    act, slot, bag = _new_action(f"Speechface {obj.name}", obj, key)
     for k, name in enumerate(names):
         f = first_frame + k
         _key_curve(bag, name, np.array([f - 1, f, f + 1], np.float32),
@@ -120,7 +128,7 @@ def write_rig(obj, names, weights: np.ndarray, first_frame: int) -> dict:
     key = obj.data.shape_keys
     if RIG_VALUES not in key:          # playback overwrites them: remember the user's values
         key[RIG_VALUES] = {name: float(key.key_blocks[name].value) for name in names}
-    act, slot, bag = _new_action(obj, key)
+    act, slot, bag = _new_action(f"Speechface {obj.name}", obj, key)
     frames = first_frame + np.arange(len(weights), dtype=np.float32)
     for k, name in enumerate(names):
         _key_curve(bag, name, frames, weights[:, k])
@@ -140,11 +148,8 @@ def write_jaw(face, obj, dloc: np.ndarray, quat: np.ndarray, first_frame: int) -
         obj[JAW_REST] = {"location": list(obj.delta_location),
                          "quaternion": list(obj.delta_rotation_quaternion),
                          "euler": list(obj.delta_rotation_euler)}
-    act = bpy.data.actions.new(f"Speechface jaw {obj.name}")
-    act[ACTION_MARK] = face.name
-    act[JAW_MARK] = face.name
-    slot = act.slots.new(id_type="OBJECT", name=obj.name)
-    bag = act.layers.new("Speechface").strips.new(type="KEYFRAME").channelbag(slot, ensure=True)
+    act, slot, bag = _new_action(f"Speechface jaw {obj.name}", face, obj, "OBJECT",
+                                 **{JAW_MARK: face.name})
     frames = first_frame + np.arange(len(dloc), dtype=np.float32)
     for i in range(3):
         _curve(bag, "delta_location", i, frames, dloc[:, i])
@@ -156,16 +161,6 @@ def write_jaw(face, obj, dloc: np.ndarray, quat: np.ndarray, first_frame: int) -
         for i in range(3):
             _curve(bag, "delta_rotation_euler", i, frames, eul[:, i])
     _place(obj, act, slot, first_frame)
-
-
-def _curve(bag, path: str, index: int, frames, values) -> None:
-    fc = bag.fcurves.new(path, index=index)
-    fc.keyframe_points.add(len(frames))
-    co = np.empty(2 * len(frames), np.float32)
-    co[0::2], co[1::2] = frames, values
-    fc.keyframe_points.foreach_set("co", co)
-    fc.keyframe_points.foreach_set("interpolation", np.full(len(frames), LINEAR, np.int32))
-    fc.update()
 
 
 def clear_jaw(face) -> int:

@@ -55,14 +55,6 @@ def identity_template(neutral: np.ndarray, faces, head):
     return back.astype(np.float32), rmap
 
 
-def _resample(x: np.ndarray, fps_in: float, fps_out: float, n_out: int) -> np.ndarray:
-    pos = np.arange(n_out) * fps_in / fps_out
-    i0 = np.clip(np.floor(pos).astype(int), 0, len(x) - 1)
-    i1 = np.clip(i0 + 1, 0, len(x) - 1)
-    w = (pos - i0).reshape(-1, *([1] * (x.ndim - 1)))
-    return x[i0] * (1 - w) + x[i1] * w
-
-
 class Fitter:
     """The tuning problem: codes per take (as inference makes them), targets on the
     character's own vertices, weights per vertex."""
@@ -70,7 +62,7 @@ class Fitter:
     def __init__(self, model, template, takes, rmap, head, seed: int = 0):
         from .audio import log_mel, normalize_utterance
         from .model import PAD_SECONDS
-        from .pipeline import inference_codes
+        from .pipeline import _resample_frames, inference_codes
 
         self.net, self.prior, _ = model
         self.cfg = self.net.cfg
@@ -95,8 +87,9 @@ class Fitter:
             mel = normalize_utterance(log_mel(np.concatenate([pad, take.samples, pad])))[None]
             codes, _ = inference_codes(mel, self.net, self.prior, n_model, 600, seed, None)
             self.codes.append(codes)                                    # (n_model + 2 ctx, H)
-            target = _resample(take.offsets, take.fps, self.cfg.fps, n_model) * 1000   # mm
-            self.targets.append(torch.from_numpy(target.reshape(n_model, -1).astype(np.float32)))
+            flat = take.offsets.reshape(len(take.offsets), -1)
+            target = _resample_frames(flat, take.fps, self.cfg.fps, n_model) * 1000          # mm
+            self.targets.append(torch.from_numpy(target.astype(np.float32)))
         self.ctx = ctx
 
     def _on_target(self, x):

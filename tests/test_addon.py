@@ -423,6 +423,8 @@ def test_landmark_markers_from_the_panel(ext, speech):
         assert np.linalg.norm(np.array(marks[name].matrix_world.translation) - want) < 4e-3, name
     bpy.ops.speechface.bake()
     key_with = obj["speechface_map"]["key"]
+    bpy.ops.speechface.add_arkit_keys()                     # the same map: markers and cache
+    assert obj["speechface_map"]["key"] == key_with
     marks["chin"].location.z += 0.002                      # the user corrects a marker: new map
     bpy.ops.speechface.bake()
     assert obj["speechface_map"]["key"] != key_with

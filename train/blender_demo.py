@@ -125,7 +125,7 @@ def pick_frames(frames, gaps, n: int = 10, open_mm: float = 3.0) -> list:
 
 def render_sheet(scene, frames, labels, out_png: Path, size: int) -> Path:
     import bpy
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     tiles = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,17 +134,8 @@ def render_sheet(scene, frames, labels, out_png: Path, size: int) -> Path:
             scene.render.filepath = str(Path(tmp) / f"f{f:04d}.png")
             bpy.ops.render.render(write_still=True)
             tiles.append(Image.open(scene.render.filepath).convert("RGB"))
-    columns = min(5, len(tiles))
-    rows = (len(tiles) + columns - 1) // columns
-    label_h = 18
-    sheet = Image.new("RGB", (columns * size, rows * (size + label_h)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, tile in enumerate(tiles):
-        x, y = (k % columns) * size, (k // columns) * (size + label_h)
-        sheet.paste(tile, (x, y))
-        draw.text((x + 4, y + size + 3), labels[k], fill="black")
-    sheet.save(out_png)
-    return out_png
+    from train.preview import contact_sheet
+    return contact_sheet(tiles, labels, out_png, size, min(5, len(tiles)))
 
 
 def plot_gaps(frames, gaps, chosen, fps, out_png: Path) -> Path:

@@ -61,7 +61,7 @@ def render_sheet(template, offsets, labels, out_png, size=192, columns=None):
     """Render ``template + offsets[k]`` for each k into one PNG grid with a label under each.
     template (V, 3) metres; offsets (K, V, 3) metres; labels: K strings."""
     import bpy
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     from core.assets import load_default_head
 
@@ -77,7 +77,13 @@ def render_sheet(template, offsets, labels, out_png, size=192, columns=None):
             scene.render.filepath = str(Path(tmp) / f"f{k:03d}.png")
             bpy.ops.render.render(write_still=True)
             tiles.append(Image.open(scene.render.filepath).convert("RGB"))
-    columns = columns or min(len(tiles), 6)
+    return contact_sheet(tiles, labels, out_png, size, columns or min(len(tiles), 6))
+
+
+def contact_sheet(tiles, labels, out_png, size: int, columns: int) -> Path:
+    """Square PIL tiles of ``size`` pixels in a grid of ``columns``, a label under each -> PNG."""
+    from PIL import Image, ImageDraw
+
     rows = (len(tiles) + columns - 1) // columns
     label_h = 18
     sheet = Image.new("RGB", (columns * size, rows * (size + label_h)), "white")
