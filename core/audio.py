@@ -224,11 +224,13 @@ class MelConfig:
     log_floor: float = 1e-6  # added to the mel power before the log
 
 
-def _hz_to_mel(f):
+def hz_to_mel(f):
+    """HTK mel of frequencies ``f`` Hz (array-like) -> float64 array."""
     return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
 
 
-def _mel_to_hz(m):
+def mel_to_hz(m):
+    """Inverse of :func:`hz_to_mel`: mel -> Hz, float64 array."""
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
@@ -238,7 +240,7 @@ def mel_filterbank(cfg: MelConfig = MelConfig()) -> torch.Tensor:
     Filter centres are equally spaced on ``mel = 2595 log10(1 + f / 700)`` between ``f_min``
     and ``f_max`` Hz; filter k rises from centre k-1 to centre k and falls to centre k+1.
     """
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(cfg.f_min), _hz_to_mel(cfg.f_max), cfg.n_mels + 2))
+    edges = mel_to_hz(np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), cfg.n_mels + 2))
     freqs = np.linspace(0.0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     fb = np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))

@@ -77,8 +77,8 @@ def _sub(tensors: dict, prefix: str) -> dict:
 
 
 def load_model(path, device="cpu", need_prior: bool = True):
-    """-> (MeshTalkLite in eval mode, CodePrior or None, metadata). The expression encoder is
-    optional in the file (inference checkpoints leave it out)."""
+    """-> (MeshTalkLite in eval mode, CodePrior or None, metadata). The expression encoder and
+    the phone head are optional in the file (inference checkpoints leave them out)."""
     tensors, meta = read_checkpoint(path)
     cfg = meta["model_config"]
     weights = _sub(tensors, "model.")
@@ -87,7 +87,7 @@ def load_model(path, device="cpu", need_prior: bool = True):
     model = MeshTalkLite(cfg, weights["decoder.reference"])
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
-        missing = [m for m in missing if not m.startswith("expression.")]
+        missing = [m for m in missing if not m.startswith(("expression.", "phones."))]
         if missing or unexpected:
             raise CheckpointError(f"{path}: weights do not match the model config "
                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -156,7 +156,7 @@ def fit(model, template, takes, rmap, head, minutes: float = 3.0, seed: int = 0,
         opt.step()
         step += 1
         if step % 25 == 0:
-            history.append({"step": step, "loss": round(float(loss), 4)})
+            history.append({"step": step, "loss": round(loss.item(), 4)})
             if progress is not None:
                 progress(min(1.0, (time.perf_counter() - t0) / (minutes * 60)), float(loss))
     for p in net.parameters():

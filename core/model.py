@@ -87,6 +87,10 @@ class ModelConfig:
     decoder_widths: tuple = (32,)             # the last width is the rank K of the vertex basis
     # prior (core/prior.py)
     prior_dim: int = 32
+    # training only: a phone classifier on the audio features (0: none). Its cross-entropy
+    # teaches the audio encoder where the lips articulate (/p b m/ vs /t d n/), which the
+    # mouth-shape losses alone leave to a few millimetres of lip gap
+    phone_classes: int = 0
 
     def __post_init__(self):
         for name in ("audio_dilations", "expr_widths", "template_widths", "decoder_widths"):
@@ -286,6 +290,8 @@ class MeshTalkLite(nn.Module):
         self.basis = nn.Linear(cfg.rank, cfg.n_vertices * 3)     # coefficients -> offsets (mm)
         self.arkit = nn.Linear(cfg.rank, N_ARKIT)                # coefficients -> ARKit weights
         self.closure = _mlp((cfg.audio_dim, cfg.fusion_width, 1), final_act=False)  # lips sealed?
+        self.phones = (nn.Linear(cfg.audio_dim, cfg.phone_classes) if cfg.phone_classes
+                       else None)                              # training only (see ModelConfig)
         nn.init.zeros_(self.basis.bias)
 
     # ---- pieces used by both training and inference ----
@@ -323,7 +329,9 @@ class MeshTalkLite(nn.Module):
         (B, V, 3) m; swap: optional (B,) permutation. Returns dict with 'full' and, with
         ``swap``, 'swap_expr' (audio of i, expression of swap[i]) and 'swap_audio' (audio of
         swap[i], expression of i), each {'coeffs' (B, T', K), 'arkit' (B, T', 52)} with
-        T' = T - 2 * decoder ctx (offsets = ``self.basis(coeffs)``, mm), plus the logits."""
+        T' = T - 2 * decoder ctx (offsets = ``self.basis(coeffs)``, mm), plus the logits
+        ('a_logits', 'e_logits', 'closure_logit' (B, T') and, with a phone head,
+        'phone_logits' (B, T', phone_classes))."""
         audio_feat = self.audio_features(mel, rel)
         if self.training and self.cfg.expr_noise_mm > 0:
             expr_offsets_mm = expr_offsets_mm + self.cfg.expr_noise_mm * torch.randn_like(expr_offsets_mm)
@@ -343,6 +351,8 @@ class MeshTalkLite(nn.Module):
         ctx = self.decoder.ctx
         closure = self.closure(audio_feat[:, ctx:audio_feat.shape[1] - ctx].detach())[..., 0]
         out = {"a_logits": a_logits, "e_logits": e_logits, "closure_logit": closure}
+        if self.phones is not None:                  # (B, T', phone_classes), not detached
+            out["phone_logits"] = self.phones(audio_feat[:, ctx:audio_feat.shape[1] - ctx])
         for i, n in enumerate(names):
             sl = slice(i * len(mel), (i + 1) * len(mel))
             out[n] = {"coeffs": coeffs[sl], "arkit": arkit[sl]}

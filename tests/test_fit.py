@@ -50,9 +50,13 @@ def test_fit_is_deterministic_and_resumes_exactly(corpus, tmp_path):
 
 
 def test_checkpoint_contents(corpus, tmp_path):
-    assert main_fit([str(corpus), "--out", str(tmp_path)] + TINY) == 0
+    """Trained with the phone head and mel augmentation: the head is in the training
+    checkpoint, not in the inference one, which still loads."""
+    assert main_fit([str(corpus), "--out", str(tmp_path), "--phone-weight", "0.5",
+                     "--warp", "0.1", "--freq-masks", "1"] + TINY) == 0
     tensors, meta = read_checkpoint(tmp_path / "model.safetensors")
-    assert not any(k.startswith(("model.expression.", "optim.", "rng.")) for k in tensors)
+    assert not any(k.startswith(("model.expression.", "model.phones.", "optim.", "rng."))
+                   for k in tensors)
     assert any(k.startswith("prior.") for k in tensors)
     assert meta["contents"] == "model+prior" and meta["speechface"]
     assert meta["data"]["train_sequences"] > 0 and meta["model_config"].classes == 16
@@ -62,6 +66,8 @@ def test_checkpoint_contents(corpus, tmp_path):
     assert prior is not None and not model.training
     stage1 = read_checkpoint(tmp_path / "stage1.safetensors")[0]
     assert any(k.startswith("optim.") for k in stage1) and "rng.torch.0" in stage1
+    assert "model.phones.weight" in stage1 and meta["model_config"].phone_classes == 40
+    assert "train_phone" in read_checkpoint(tmp_path / "stage1.safetensors")[1]["training"]["history"][-1]
     with pytest.raises(CheckpointError, match="without a prior"):
         load_model(tmp_path / "stage1.safetensors")
 
@@ -138,9 +144,11 @@ def test_every_loss_term_counts_in_the_total():
     from train.fit import TrainConfig
     from train.losses import LossGeometry, gap_vector, stage1_losses
 
+    from core.rig.phones import PHONES
+
     torch.manual_seed(0)
     head = load_default_head()
-    net = MeshTalkLite(ModelConfig(), torch.from_numpy(head.vertices)).train()
+    net = MeshTalkLite(ModelConfig(phone_classes=len(PHONES)), torch.from_numpy(head.vertices)).train()
     units = torch.from_numpy(head.units.dense().reshape(52, -1) * 1000)
     b, t = 4, 24
     _, length, rel = mel_window(0, t, 30.0, net.audio.past, net.audio.future)
@@ -152,16 +160,49 @@ def test_every_loss_term_counts_in_the_total():
     template = torch.from_numpy(head.vertices)[None].repeat(b, 1, 1)
     out = net(torch.randn(b, 80, length), rel.expand(b, -1), expr, template,
               swap=torch.roll(torch.arange(b), 1))
-    cfg = TrainConfig()
+    cfg = TrainConfig(phone_weight=0.5)
     masks = {k: torch.from_numpy(v) for k, v in head.masks.items()}
     pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long()
     geo = LossGeometry(masks, units, gap_vector(pairs, units.shape[1]))
-    losses = stage1_losses(net, out, arkit, scale, neutral, geo, cfg)
+    phone = torch.randint(len(PHONES), (b, t))
+    losses = stage1_losses(net, out, arkit, scale, neutral, geo, cfg, phone)
     weights = {"full": 1.0, "lips": cfg.lip_weight, "eyelids": cfg.eyelid_weight,
                "mouth_swap": 1.0, "upper_swap": 1.0, "gap": cfg.gap_weight,
                "closure": cfg.closure_weight, "seal": cfg.seal_weight, "arkit": cfg.arkit_weight,
-               "code_usage": cfg.usage_weight}
+               "code_usage": cfg.usage_weight, "phone": cfg.phone_weight}
     assert set(losses) == set(weights) | {"total"}
     assert all(losses[k].item() > 0 for k in weights), {k: v.item() for k, v in losses.items()}
     total = sum(w * losses[k] for k, w in weights.items())
     assert torch.allclose(losses["total"], total, rtol=1e-5)
+
+
+def test_phone_labels_follow_the_timeline():
+    from core.rig.phones import PHONES
+    from train.data import frame_phones
+
+    labels = frame_phones([("SIL", 0.0, 0.1), ("M", 0.1, 0.2), ("AA", 0.2, 0.5)], 16, 30.0)
+    names = [PHONES[i] for i in labels.tolist()]
+    # frame k shows k / 30 s: frames 0-2 silence, 3-5 /m/, 6-14 /aa/, 15 (0.5 s) past the end
+    assert names == ["SIL"] * 3 + ["M"] * 3 + ["AA"] * 9 + ["SIL"]
+
+
+def test_mel_warp_moves_formants_and_masks_blank_bands():
+    """A spectral peak moves up when the vocal tract is shorter (factor > 1) and down when
+    longer; frequency masks set whole bands to the normalised mean (0)."""
+    from train.data import augment_mel, mel_bin_hz
+
+    hz = mel_bin_hz(80)
+    peak = int(np.argmin(abs(hz - 1000)))
+    mel = torch.zeros(64, 80, 5)
+    mel[:, peak] = 1.0
+    out = augment_mel(mel, torch.Generator().manual_seed(0), warp=0.15)
+    moved = out[:, :, 0].argmax(1)
+    assert (moved > peak).any() and (moved < peak).any()
+    assert ((moved - peak).abs() <= 4).all()
+    # the bin that holds the peak after the warp sits near 1000 Hz times the crop's factor
+    assert ((hz[moved.numpy()] / 1000 > 0.8) & (hz[moved.numpy()] / 1000 < 1.2)).all()
+    full = torch.randn(8, 80, 5) + 5
+    masked = augment_mel(full, torch.Generator().manual_seed(1), freq_masks=2)
+    blank = (masked == 0).all(-1).sum(1)
+    assert (blank <= 16).all() and blank.sum() > 0
+    assert torch.equal(masked[masked != 0], full[masked != 0])

@@ -15,7 +15,12 @@ Layout::
                            (identity, voice, language, text, sentence, augmentation, seed)
     DIR/failures.jsonl     one line per sentence/voice skipped by the last run, with the reason
 
-Vertex offsets are not stored: ``offsets = rig_offsets(arkit, template)`` derives them
+Captured motion (``train.captures``) is stored densely instead: corpus.json has
+``"targets": "dense"``, DIR/basis.npz holds ``basis`` (K+1, V*3) float32 metres and each
+sequence's .npz ``coeffs`` (T, K+1), offsets = coeffs @ basis (its ``arkit`` are face units
+fitted to that motion, and it may have no phones).
+
+Synthetic vertex offsets are not stored: ``offsets = rig_offsets(arkit, template)`` derives them
 (T, V, 3) metres from the weights and the identity's face units at load time, which keeps a
 1-hour corpus near 150 MB. A sequence exists only once its ``.npz`` is in place: the writer
 writes both files under temporary names and renames the ``.npz`` last, so an interrupted run
@@ -40,7 +45,8 @@ VERSION = 1
 @dataclass
 class CorpusSequence:
     """One loaded sequence. audio (S,) float32 at ``sample_rate``; arkit (T, 52) float32;
-    phones [(phone, start_s, end_s)]; template (V, 3) float32 metres of its identity."""
+    phones [(phone, start_s, end_s)]; template (V, 3) float32 metres of its identity;
+    coeffs (T, K+1) and basis (K+1, V*3) metres for captured (dense) motion, else None."""
     id: str
     audio: np.ndarray
     sample_rate: int
@@ -49,9 +55,13 @@ class CorpusSequence:
     phones: list
     template: np.ndarray
     meta: dict
+    coeffs: np.ndarray | None = None
+    basis: np.ndarray | None = None
 
     def offsets(self) -> np.ndarray:
         """Per-frame vertex offsets (T, V, 3) float32 metres relative to ``template``."""
+        if self.coeffs is not None:
+            return (self.coeffs @ self.basis).reshape(len(self.coeffs), -1, 3)
         from core.rig import rig_offsets
         return rig_offsets(self.arkit, self.template)
 
@@ -94,6 +104,11 @@ class Corpus:
         self.split = json.loads(split_path.read_text()) if split_path.is_file() else {}
         self.fps = float(self.info["fps"])
         self.sample_rate = int(self.info["sample_rate"])
+        self.dense = self.info.get("targets") == "dense"
+        self.basis = None
+        if self.dense:
+            with np.load(self.root / "basis.npz", allow_pickle=False) as d:
+                self.basis = d["basis"]                                      # (K+1, V*3) m
 
     def complete_ids(self) -> list:
         """Ids of every complete sequence on disk (sorted)."""
@@ -117,12 +132,14 @@ class Corpus:
         npz_path = self.root / "seq" / f"{seq_id}.npz"
         with np.load(npz_path, allow_pickle=False) as d:
             arkit = d["arkit"]
+            coeffs = d["coeffs"] if self.dense else None
             phones = [(str(p), float(s), float(e))
                       for p, (s, e) in zip(d["phone_names"], d["phone_times"])]
             meta = json.loads(str(d["meta"]))
         audio, sr = sf.read(self.root / "seq" / f"{seq_id}.wav", dtype="float32")
         template = self.templates[self.identity_names.index(meta["identity"])]
-        return CorpusSequence(seq_id, audio, sr, self.fps, arkit, phones, template, meta)
+        return CorpusSequence(seq_id, audio, sr, self.fps, arkit, phones, template, meta,
+                              coeffs, self.basis)
 
     def duration_s(self) -> float:
         """Total audio duration (s) of the complete sequences."""

@@ -4,6 +4,8 @@ Per sequence: the normalised log-mel of the utterance padded with ``PAD_SECONDS`
 both sides (exactly what the pipeline feeds the model), the ARKit weights (T, 52), and which
 identity speaks. Ground-truth offsets are made per batch from the weights and the face units,
 ``offsets = weights @ units * identity_scale`` (mm), so 2 hours of corpus need ~0.5 GB, not 60.
+A captured corpus (``train.captures``) works the same way with its dense coefficients and
+basis in place of the weights and face units.
 """
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ import torch
 from tqdm import tqdm
 
 from core.assets import load_default_head
-from core.audio import MODEL_RATE, log_mel, normalize_utterance, resample
+from core.audio import (MODEL_RATE, MelConfig, hz_to_mel, mel_to_hz, log_mel,
+                        normalize_utterance, resample)
 from core.model import MM, PAD_SECONDS, mel_window
 from core.rig import identity_scale, lip_gap
+from core.rig.phones import PHONES
 from train.corpus import Corpus
 
 
@@ -47,7 +51,9 @@ class Batch:
     arkit (B, T, 52) ground-truth weights and scale (B,) their identity's scale (offsets via
     ``TrainingSet.targets``); neutral_gap (B,) mm inner-lip gap of the identity at rest;
     template (B, V, 3) m; seq (B,) sequence indices; k0 (B,) first
-    frame of each crop."""
+    frame of each crop; phone (B, T) index into ``PHONES`` of the phone each frame shows;
+    target (B, T, Kt) what ``TrainingSet.targets`` turns into the true offsets: the ARKit
+    weights again, or a captured corpus's dense coefficients."""
     mel: torch.Tensor
     rel: torch.Tensor
     arkit: torch.Tensor
@@ -56,6 +62,55 @@ class Batch:
     template: torch.Tensor
     seq: torch.Tensor
     k0: torch.Tensor
+    phone: torch.Tensor
+    target: torch.Tensor
+
+
+def mel_bin_hz(n_mels: int) -> np.ndarray:
+    """Centre frequencies (n_mels,) Hz of ``core.audio.mel_filterbank``'s filters."""
+    cfg = MelConfig(n_mels=n_mels)
+    return mel_to_hz(np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), n_mels + 2))[1:-1]
+
+
+def augment_mel(mel: torch.Tensor, gen: torch.Generator, warp: float = 0.0,
+                freq_masks: int = 0, mask_bins: int = 8) -> torch.Tensor:
+    """Speaker-variety augmentation of normalised log-mel crops (B, n_mels, L) -> same shape.
+
+    warp: vocal-tract length perturbation, each crop's spectrum stretched along frequency by a
+    factor exp(u), u uniform in [-warp, warp] (0.1: about +-10 %, the spread between adult
+    speakers' formants): bin k takes the value at f_k / factor (linear between bins, edges
+    held). freq_masks: that many bands of up to ``mask_bins`` bins per crop set to 0 (the
+    per-bin mean after ``normalize_utterance``), so no single band is relied on."""
+    b, n, _ = mel.shape
+    if warp > 0:
+        hz = torch.from_numpy(mel_bin_hz(n))
+        mel_of = torch.from_numpy(hz_to_mel(hz.numpy()))
+        factor = torch.exp((torch.rand(b, generator=gen, dtype=torch.float64) * 2 - 1) * warp)
+        src = torch.from_numpy(hz_to_mel((hz[None] / factor[:, None]).numpy()))      # (B, n)
+        pos = torch.from_numpy(np.interp(src.numpy().ravel(), mel_of.numpy(),
+                                         np.arange(n, dtype=np.float64))).reshape(b, n)
+        j0 = pos.floor().long().clamp(0, n - 2)
+        w = (pos - j0).clamp(0, 1).float()[..., None]
+        rows = torch.arange(b)[:, None]
+        mel = mel[rows, j0] * (1 - w) + mel[rows, j0 + 1] * w
+    if freq_masks > 0:
+        mel = mel.clone()
+        for i in range(b):
+            for _ in range(freq_masks):
+                width = int(torch.randint(mask_bins + 1, (1,), generator=gen))
+                start = int(torch.randint(n - width + 1, (1,), generator=gen))
+                mel[i, start:start + width] = 0.0
+    return mel
+
+
+def frame_phones(phones, n_frames: int, fps: float) -> torch.Tensor:
+    """(phone, start_s, end_s) list -> (n_frames,) int64 index into ``PHONES`` of the phone at
+    each frame time k / fps (silence where no phone covers it)."""
+    out = torch.full((n_frames,), PHONES.index("SIL"), dtype=torch.int64)
+    t = torch.arange(n_frames, dtype=torch.float64) / fps
+    for name, start, end in phones:
+        out[(t >= start) & (t < end)] = PHONES.index(name)
+    return out
 
 
 class TrainingSet:
@@ -69,12 +124,18 @@ class TrainingSet:
         if not self.ids:
             raise ValueError(f"{corpus.root}: split {split!r} has no sequences")
         head = load_default_head()
-        units = head.units.dense().reshape(len(head.units.names), -1)
-        self.targets = LinearTargets(torch.from_numpy(units * MM))          # (52, V*3)
         self.templates = torch.from_numpy(corpus.templates)                  # (N, V, 3) m
-        self.scales = torch.tensor([identity_scale(t) for t in corpus.templates])
+        if corpus.dense:          # captured motion: offsets = coeffs @ basis, no identity scale
+            self.targets = LinearTargets(torch.from_numpy(corpus.basis * MM))   # (K+1, V*3)
+            self.scales = torch.ones(len(corpus.templates))
+        else:
+            units = head.units.dense().reshape(len(head.units.names), -1)
+            self.targets = LinearTargets(torch.from_numpy(units * MM))          # (52, V*3)
+            self.scales = torch.tensor([identity_scale(t) for t in corpus.templates])
         self.neutral_gap = torch.tensor([float(lip_gap(t)) * MM for t in corpus.templates])
         self.mels, self.arkit, self.identity, self.phones, self.meta = [], [], [], [], []
+        self.target_w = []        # per sequence (T, 52) ARKit weights, or (T, K+1) dense coeffs
+        self.has_phones = False
         threads = torch.get_num_threads()
         torch.set_num_threads(1)       # tiny tensors: more threads only spin (4x slower here)
         for seq_id in tqdm(self.ids, desc=f"load {split}", disable=not progress, leave=False):
@@ -82,8 +143,11 @@ class TrainingSet:
             audio = resample(seq.audio, seq.sample_rate, MODEL_RATE)
             self.mels.append(utterance_mel(audio))
             self.arkit.append(torch.from_numpy(seq.arkit))
+            self.target_w.append(self.arkit[-1] if seq.coeffs is None
+                                 else torch.from_numpy(seq.coeffs))
+            self.has_phones = self.has_phones or bool(seq.phones)
             self.identity.append(corpus.identity_names.index(seq.meta["identity"]))
-            self.phones.append(seq.phones)
+            self.phones.append(frame_phones(seq.phones, len(seq.arkit), corpus.fps))
             self.meta.append(seq.meta)
         torch.set_num_threads(threads)
         self.n_frames = torch.tensor([len(a) for a in self.arkit])
@@ -93,13 +157,15 @@ class TrainingSet:
 
     def offsets_mm(self, i: int) -> torch.Tensor:
         """Ground-truth offsets (T, V*3) mm of sequence i."""
-        return self.targets.dense(self.arkit[i][None], self.scales[[self.identity[i]]])[0]
+        return self.targets.dense(self.target_w[i][None], self.scales[[self.identity[i]]])[0]
 
-    def batch(self, gen: torch.Generator, size: int, frames: int, past: int, future: int) -> Batch:
-        """Random crops of ``frames`` frames from sequences at least that long."""
+    def batch(self, gen: torch.Generator, size: int, frames: int, past: int, future: int,
+              warp: float = 0.0, freq_masks: int = 0) -> Batch:
+        """Random crops of ``frames`` frames from sequences at least that long; ``warp`` and
+        ``freq_masks``: ``augment_mel`` on their mel windows (0: none)."""
         ok = torch.nonzero(self.n_frames >= frames).flatten()
         pick = ok[torch.randint(len(ok), (size,), generator=gen)]
-        mels, rels, arks, k0s = [], [], [], []
+        mels, rels, arks, k0s, phones, tws = [], [], [], [], [], []
         length = None
         for i in pick.tolist():
             k0 = int(torch.randint(int(self.n_frames[i]) - frames + 1, (1,), generator=gen))
@@ -108,7 +174,13 @@ class TrainingSet:
             mels.append(self.mels[i][:, start:start + length])
             rels.append(rel)
             arks.append(self.arkit[i][k0:k0 + frames])
+            phones.append(self.phones[i][k0:k0 + frames])
+            tws.append(self.target_w[i][k0:k0 + frames])
             k0s.append(k0)
         ids = [self.identity[i] for i in pick.tolist()]
-        return Batch(torch.stack(mels), torch.stack(rels), torch.stack(arks), self.scales[ids],
-                     self.neutral_gap[ids], self.templates[ids], pick, torch.tensor(k0s))
+        mel = torch.stack(mels)
+        if warp > 0 or freq_masks > 0:
+            mel = augment_mel(mel, gen, warp, freq_masks)
+        return Batch(mel, torch.stack(rels), torch.stack(arks), self.scales[ids],
+                     self.neutral_gap[ids], self.templates[ids], pick, torch.tensor(k0s),
+                     torch.stack(phones), torch.stack(tws))

@@ -31,6 +31,7 @@ from core.assets import load_default_head
 from core.checkpoint import read_checkpoint, save_checkpoint
 from core.model import MeshTalkLite, ModelConfig, mel_window, meshtalk_size_config
 from core.prior import CodePrior
+from core.rig.phones import PHONES
 from train.corpus import Corpus
 from train.data import TrainingSet
 from train.losses import LossGeometry, batch_losses, validate_stage1
@@ -60,6 +61,11 @@ class TrainConfig:
                                       # mouths everywhere: val lips 3.7 mm instead of 2.6)
     closed_mm: float = 1.0            # truth gap below this counts as closed
     seal_weight: float = 0.5          # BCE of the closure head
+    warp: float = 0.0                 # training crops' vocal-tract length perturbation
+                                      # (``train.data.augment_mel``; 0.1: +-10 % formants)
+    freq_masks: int = 0               # bands of up to 8 mel bins blanked per crop
+    phone_weight: float = 0.0         # cross-entropy of the phone head (needs the model config's
+                                      # phone_classes; fit sets it when this is > 0)
     arkit_weight: float = 10.0
     usage_weight: float = 0.1         # keeps the categorical heads from collapsing
     validate_every: int = 250
@@ -218,7 +224,8 @@ def train_stage1(model, train_set, val_set, cfg: TrainConfig, out: Path, data_de
         if cfg.interrupt_after and st.step - first >= cfg.interrupt_after:
             raise Interrupted(f"stage 1 stopped after {cfg.interrupt_after} steps (interrupt_after)")
         st.set_lr(cfg.lr)
-        b = train_set.batch(gen, cfg.batch, cfg.frames, net.audio.past, net.audio.future)
+        b = train_set.batch(gen, cfg.batch, cfg.frames, net.audio.past, net.audio.future,
+                            cfg.warp, cfg.freq_masks)
         model.train()
         losses = batch_losses(model, b, train_set.targets, geo, cfg, device)
         st.optimise(losses["total"])
@@ -296,9 +303,10 @@ def train_stage2(model, prior, train_codes, val_codes, cfg: TrainConfig, out: Pa
 # ---------------------------------------------------------------- export, curves, main
 def export_model(path: Path, model: MeshTalkLite, prior: CodePrior, data_desc: dict,
                  training: dict) -> Path:
-    """The inference checkpoint: model without the expression encoder, plus the prior."""
+    """The inference checkpoint: model without the expression encoder and phone head (both
+    training only), plus the prior."""
     tensors = {k: v for k, v in prefixed(model, "model.").items()
-               if not k.startswith("model.expression.")}
+               if not k.startswith(("model.expression.", "model.phones."))}
     tensors.update(prefixed(prior, "prior."))
     return save_checkpoint(path, tensors, model.cfg, data_desc, training, contents="model+prior")
 
@@ -336,6 +344,32 @@ def parse_set(pairs: list) -> dict:
     return out
 
 
+def open_training_data(args, progress: bool) -> Path:
+    """The corpus folder to train on: ``args.corpus`` itself when it is a Speechface corpus,
+    else a capture dataset imported into RUN_DIR/corpus (once; reruns reuse it)."""
+    from train.captures import import_captures
+    from train.loaders import detect_layout
+
+    if (args.corpus / "corpus.json").is_file():
+        return args.corpus
+    imported = args.out / "corpus"
+    if not (imported / "corpus.json").is_file():
+        if not args.corpus.is_dir():
+            raise FileNotFoundError(f"{args.corpus}: no such folder")
+        if args.layout is None:
+            try:
+                detect_layout(args.corpus)
+            except ValueError as exc:
+                raise FileNotFoundError(
+                    f"{args.corpus} is not a Speechface corpus (no corpus.json; make one with "
+                    f"`python3 -m train synth --out DIR`) nor a capture dataset: {exc}") from None
+        options = {k: v for k, v in (("scale", args.capture_scale), ("fps", args.capture_fps),
+                                     ("target_fps", args.target_fps)) if v is not None}
+        import_captures(args.corpus, imported, args.layout, args.capture_mesh, args.capture_up,
+                        progress=progress, **options)
+    return imported
+
+
 def main_fit(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m train fit", description=__doc__.split("\n")[0])
     ap.add_argument("corpus", type=Path)
@@ -349,13 +383,27 @@ def main_fit(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N sequences")
     ap.add_argument("--quiet", action="store_true")
+    cap = ap.add_argument_group("captured motion (CORPUS is a VOCASET, BIWI or Multiface folder; "
+                                "imported once into RUN_DIR/corpus, see train/captures.py)")
+    cap.add_argument("--layout", choices=["vocaset", "biwi", "multiface"], default=None,
+                     help="dataset layout (detected when left out)")
+    cap.add_argument("--capture-mesh", type=Path, default=None,
+                     help=".obj with the captures' topology, when their files hold no faces")
+    cap.add_argument("--capture-up", choices=["z", "y"], default="z",
+                     help="the captures' up axis: z (Blender) or y (OBJ, FLAME, VOCASET)")
+    cap.add_argument("--capture-scale", type=float, default=None,
+                     help="metres per stored unit (default: the layout's)")
+    cap.add_argument("--capture-fps", type=float, default=None,
+                     help="frame rate of the captures (default: the layout's)")
+    cap.add_argument("--target-fps", type=float, default=None,
+                     help="resample every capture to this frame rate")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     rank, world = setup_distributed(args.device)
     progress = not args.quiet and rank == 0
-    corpus = Corpus(args.corpus)
+    corpus = Corpus(open_training_data(args, progress))
     train_set = TrainingSet(corpus, "train", args.limit, progress)
     if corpus.ids("val"):
         val_set = TrainingSet(corpus, "val", args.limit, progress)
@@ -363,8 +411,13 @@ def main_fit(argv=None) -> int:
         print("warning: the corpus has no 'val' split; validating on training sequences")
         val_set = train_set
     head = load_default_head()
-    mcfg = SIZES[args.size](**{"n_vertices": head.n_vertices, "fps": corpus.fps,
-                               **parse_set(args.set)})
+    overrides = parse_set(args.set)
+    if cfg.phone_weight > 0 and not train_set.has_phones:
+        print("note: the corpus has no phone timings; training without the phone head")
+        cfg = dataclasses.replace(cfg, phone_weight=0.0)
+    if cfg.phone_weight > 0:
+        overrides.setdefault("phone_classes", len(PHONES))
+    mcfg = SIZES[args.size](**{"n_vertices": head.n_vertices, "fps": corpus.fps, **overrides})
     data_desc = {"corpus": corpus.root.name, "format_version": corpus.info.get("version"),
                  "corpus_seed": corpus.info.get("seed"), "hours": corpus.info.get("hours"),
                  "train_sequences": len(train_set), "val_sequences": len(val_set),

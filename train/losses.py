@@ -44,8 +44,9 @@ def gram_sq_errors(coeffs, arkit, scale, basis: torch.nn.Linear, units_mm, weigh
     """The same as ``dense_sq_error`` for several vertex weightings at once, without offsets.
 
     coeffs (N, B, T, K) decoder coefficients of N decodings (one per weighting); arkit
-    (B, T, 52) ground-truth weights; scale (B,); basis: the model's coefficient -> offset layer;
-    units_mm (52, V*3); weights (N, V). Returns (N,) mean weighted squared errors (mm^2)."""
+    (B, T, U) ground-truth weights of the U rows of units_mm (U, V*3): the face units, or a
+    captured corpus's basis; scale (B,); basis: the model's coefficient -> offset layer;
+    weights (N, V). Returns (N,) mean weighted squared errors (mm^2)."""
     y = torch.cat([basis.weight.T, units_mm, basis.bias[None]])           # (K+53, V*3)
     wd = weights.repeat_interleave(3, dim=1)                              # (N, V*3)
     gram = torch.einsum("ad,nd,bd->nab", y, wd, y).double()              # (N, K+53, K+53)
@@ -87,18 +88,23 @@ def code_usage_deficit(logits: torch.Tensor) -> torch.Tensor:
     return (torch.log(torch.tensor(float(logits.shape[-1]))) - entropy).mean()
 
 
-def stage1_losses(model, out: dict, arkit, scale, neutral_gap, geo: LossGeometry, cfg) -> dict:
+def stage1_losses(model, out: dict, arkit, scale, neutral_gap, geo: LossGeometry, cfg,
+                  phone=None, target=None) -> dict:
     """out: ``model(...)`` with swap; arkit (B, T, 52) and scale (B,) the ground truth (see the
-    module doc); neutral_gap (B,) mm: each identity's inner-lip gap at rest."""
+    module doc); neutral_gap (B,) mm: each identity's inner-lip gap at rest; phone (B, T)
+    phone indices, used when the model has a phone head and ``cfg.phone_weight`` > 0;
+    target (B, T, Kt): the weights of ``geo.units_mm`` that give the true offsets (the ARKit
+    weights when None; a captured corpus's dense coefficients)."""
     masks, units_mm, gap_vec = geo.masks, geo.units_mm, geo.gap_vec
     ctx = model.decoder.ctx
     ark = _crop(arkit, ctx)
+    tw = ark if target is None else _crop(target, ctx)
     full, swap_e, swap_a = (out[n]["coeffs"] for n in ("full", "swap_expr", "swap_audio"))
     ones = torch.ones_like(masks["lips"])
     weights = torch.stack([ones, masks["lips"], masks["eyelids"], masks["mouth"], masks["upper_face"]])
-    sq = gram_sq_errors(torch.stack([full, full, full, swap_e, swap_a]), ark, scale, model.basis,
+    sq = gram_sq_errors(torch.stack([full, full, full, swap_e, swap_a]), tw, scale, model.basis,
                         units_mm, weights)
-    gap_gt = scale[:, None] * (ark @ (units_mm @ gap_vec))                # (B, T') mm
+    gap_gt = scale[:, None] * (tw @ (units_mm @ gap_vec))                 # (B, T') mm
     w_gap = model.basis.weight.T @ gap_vec                                 # (K,)
     b_gap = model.basis.bias @ gap_vec
     closed = (neutral_gap[:, None] + gap_gt) < cfg.closed_mm              # truly closed frames
@@ -117,12 +123,16 @@ def stage1_losses(model, out: dict, arkit, scale, neutral_gap, geo: LossGeometry
                   pos_weight=torch.tensor(SEAL_POS_WEIGHT)),
               "arkit": (out["full"]["arkit"] - ark).pow(2).mean(),
               "code_usage": code_usage_deficit(out["a_logits"]) + code_usage_deficit(out["e_logits"])}
+    if "phone_logits" in out and phone is not None:
+        losses["phone"] = torch.nn.functional.cross_entropy(
+            out["phone_logits"].flatten(0, 1), _crop(phone, ctx).flatten())
     losses["total"] = (losses["full"] + cfg.lip_weight * losses["lips"]
                        + cfg.eyelid_weight * losses["eyelids"] + losses["mouth_swap"]
                        + losses["upper_swap"] + cfg.gap_weight * losses["gap"]
                        + cfg.closure_weight * losses["closure"] + cfg.seal_weight * losses["seal"]
                        + cfg.arkit_weight * losses["arkit"]
-                       + cfg.usage_weight * losses["code_usage"])
+                       + cfg.usage_weight * losses["code_usage"]
+                       + cfg.phone_weight * losses.get("phone", 0.0))
     return losses
 
 
@@ -130,11 +140,12 @@ def batch_losses(model, b, targets, geo: LossGeometry, cfg, device="cpu") -> dic
     """One training batch (``TrainingSet.batch``) through ``model`` (the module, or its DDP
     wrapper) with the cross-modality swap -> ``stage1_losses``."""
     net = model.module if hasattr(model, "module") else model
-    expr_in = targets.columns(b.arkit, b.scale, net.expression.index.cpu()).to(device)
+    expr_in = targets.columns(b.target, b.scale, net.expression.index.cpu()).to(device)
     out = model(b.mel.to(device), b.rel.to(device), expr_in, b.template.to(device), tau=cfg.tau,
                 swap=torch.roll(torch.arange(len(b.mel)), 1))
     return stage1_losses(net, out, b.arkit.to(device), b.scale.to(device),
-                         b.neutral_gap.to(device), geo, cfg)
+                         b.neutral_gap.to(device), geo, cfg, b.phone.to(device),
+                         b.target.to(device))
 
 
 @torch.no_grad()
@@ -148,7 +159,7 @@ def validate_stage1(model, val_set, cfg, geo: LossGeometry, device) -> dict:
     gen = torch.Generator().manual_seed(12345)
     enc = model.audio
     b = val_set.batch(gen, cfg.val_crops, cfg.frames, enc.past, enc.future)
-    gt_full = val_set.targets.dense(b.arkit, b.scale).to(device)
+    gt_full = val_set.targets.dense(b.target, b.scale).to(device)
     audio_feat = model.audio_features(b.mel.to(device), b.rel.to(device))
     expr_feat = model.expression(gt_full)
     tfeat = model.decoder.template_features(b.template.to(device))
@@ -173,6 +184,10 @@ def validate_stage1(model, val_set, cfg, geo: LossGeometry, device) -> dict:
             pred_closed = model.closure(audio_feat[:, ctx:audio_feat.shape[1] - ctx])[..., 0] > 0
             res["val_seal_recall"] = round(pred_closed[closed].float().mean().item(), 3)
             res["val_seal_precision"] = round(closed[pred_closed].float().mean().item(), 3)
+            if model.phones is not None:
+                hit = model.phones(audio_feat[:, ctx:audio_feat.shape[1] - ctx]).argmax(-1)
+                res["val_phone_acc"] = round((hit == _crop(b.phone.to(device), ctx)).float()
+                                             .mean().item(), 3)
             res["val_eyelid_mm"] = round(err[..., lids].mean().item(), 4)
             res["expr_combos"] = len(torch.unique(e_log.argmax(-1).flatten(0, 1), dim=0))
             res["audio_classes"] = round(sum(len(torch.unique(a_log.argmax(-1)[..., h]))

@@ -1,0 +1,111 @@
+"""Training on captured motion of another topology (train/captures.py): a Multiface-layout
+dataset made from the synthetic corpus on a re-ordered, triangulated, millimetre copy of the
+head, imported by ``python3 -m train fit`` itself, carried back onto the default head's
+vertices (exactly for the default head's own shape; other identities within the registration's
+slide), trained and evaluated with the same commands as the default model."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from core.assets import load_default_head
+from core.retarget import SKIN_PART
+from train.captures import CaptureError, import_captures
+from train.corpus import Corpus
+from train.fit import main_fit
+from train.synth import generate
+
+from test_fit import TINY  # the same tiny training run
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory):
+    """-> (dataset folder, source corpus, vertex order, {(subject, sentence): corpus id})."""
+    src = tmp_path_factory.mktemp("corpus")
+    generate(src, hours=0.01, seed=5, progress=False)
+    corpus = Corpus(src)
+    head = load_default_head()
+    order = np.random.default_rng(0).permutation(head.n_vertices)      # capture vertex i = head order[i]
+    inverse = np.argsort(order)
+    tris = inverse[head.triangles()]
+    root = tmp_path_factory.mktemp("multiface")
+    ids = {}
+    for seq_id in corpus.ids():
+        seq = corpus.load(seq_id)
+        subject = seq.meta["identity"]
+        folder = root / subject
+        template_mm = seq.template[order] * 1000
+        if not (folder / "template.obj").exists():
+            folder.mkdir(parents=True)
+            lines = [f"v {x:.5f} {y:.5f} {z:.5f}" for x, y, z in template_mm]
+            lines += ["f " + " ".join(str(i + 1) for i in t) for t in tris]
+            (folder / "template.obj").write_text("\n".join(lines) + "\n")
+        frames = folder / "tracked_mesh" / seq_id
+        frames.mkdir(parents=True)
+        for k, off in enumerate(seq.offsets()):
+            (template_mm + off[order] * 1000).astype("<f4").tofile(frames / f"{k:06d}.bin")
+        (folder / "audio").mkdir(exist_ok=True)
+        sf.write(folder / "audio" / f"{seq_id}.wav", seq.audio, seq.sample_rate)
+        ids[(subject, seq_id)] = seq_id
+    return root, corpus, ids
+
+
+def similarity(a, b):
+    """Scale, rotation, shift taking points a (N, 3) onto b (least squares)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    ca, cb = a.mean(0), b.mean(0)
+    u, sv, vt = np.linalg.svd((a - ca).T @ (b - cb))
+    d = np.diag([1, 1, np.sign(np.linalg.det(u @ vt))])
+    rot = (u @ d @ vt).T
+    s = (sv * np.diag(d)).sum() / ((a - ca) ** 2).sum()
+    return s, rot, cb - s * ca @ rot.T
+
+
+def test_fit_imports_trains_and_evaluates(captures, tmp_path, capsys):
+    root, corpus, ids = captures
+    run = tmp_path / "run"
+    assert main_fit([str(root), "--out", str(run), "--phone-weight", "1.0"] + TINY) == 0
+    assert "no phone timings" in capsys.readouterr().out
+    imported = Corpus(run / "corpus")
+    info = json.loads((run / "corpus" / "corpus.json").read_text())
+    assert imported.dense and info["targets"] == "dense" and info["variance_explained"] > 0.999
+    head = load_default_head()
+    skin = np.zeros(head.n_vertices, bool)
+    skin[np.unique(head.faces[head.face_part == head.part_names.index(SKIN_PART)])] = True
+    lips = skin & (head.masks["lips"] > 0.5)
+    skin_p99, default_lips = [], []
+    for seq_id in imported.ids():
+        got = imported.load(seq_id)
+        truth = corpus.load(got.meta["sentence"])
+        assert got.meta["identity"] == truth.meta["identity"]
+        assert got.arkit.shape == truth.arkit.shape and 0 <= got.arkit.min() <= got.arkit.max() <= 1
+        # each subject is brought to the default head's size and pose (a similarity), and its
+        # motion with it: undo that, then compare with the truth on the same vertex
+        s, rot, shift = similarity(got.template[skin], truth.template[skin])
+        err = np.linalg.norm(s * got.offsets() @ rot.T - truth.offsets(), axis=2)
+        skin_p99.append(np.percentile(err[:, skin], 99))
+        if got.meta["identity"] == "default":
+            assert np.abs(got.template - truth.template)[skin].max() < 1e-3
+            default_lips.append(np.percentile(err[:, lips].max(1), 95))
+    # measured: the default head's own shape comes back within 0.2 mm on the lips (95 % of
+    # frames) and 0.01 mm elsewhere; other identities within 0.6-1.3 mm on 99 % of skin
+    # vertices (the registration slides along the face, see the README)
+    assert default_lips and max(default_lips) < 3e-4, default_lips
+    assert max(skin_p99) < 1.5e-3, skin_p99
+    # rerunning reuses the imported corpus; evaluation runs on its test split
+    assert main_fit([str(root), "--out", str(run)] + TINY) == 0
+    from train.evaluate import main_evaluate
+    assert main_evaluate([str(run / "model.safetensors"), str(run / "corpus"), "--out",
+                          str(tmp_path / "eval"), "--limit", "2", "--cache", str(tmp_path / "none")]) in (0, None)
+    assert (tmp_path / "eval" / "report.md").is_file()
+
+
+def test_bad_capture_datasets_say_what_to_do(captures, tmp_path):
+    root, _, _ = captures
+    with pytest.raises(FileNotFoundError, match="not a Speechface corpus.*nor a capture dataset"):
+        main_fit([str(tmp_path), "--out", str(tmp_path / "run")] + TINY)
+    # faces the wrong way up: no face is found, and the message names the way out
+    with pytest.raises(CaptureError, match="--capture-up y"):
+        import_captures(root, tmp_path / "imported", up="y", progress=False)
+    assert not (tmp_path / "imported").exists()
