@@ -3,7 +3,10 @@
 The audio encoder, the code heads, the decoder and the prior stay as they are; the vertex basis
 (what each coefficient does to each vertex) is tuned so that the codes inference produces
 (``core.pipeline.inference_codes``) give this character's motion: the error on the mouth region
-(lips twice) against the takes, and the rest of the face held to what the model did before.
+(lips twice) against the takes, the inner-lip gap (an L1 term, and a hinge where the take's
+lips are closed, so the tuned mouth still seals: without them closure on held-out takes fell
+from 74 % to 58 % of closed frames; on the template topology, where the lip pairs are known),
+and the rest of the face held to what the model did before.
 (Tuning the decoder as well overfits a few minutes of takes: ``FIT_PARTS``.)
 Characters of another topology go through a retarget map: the registered default head is their
 template and the map carries the predicted offsets onto their vertices.
@@ -22,6 +25,8 @@ import numpy as np
 import torch
 
 CLOSED_MM = 1.5              # a lip gap below this counts as closed (as the bilabial metric)
+GAP_WEIGHT = 0.5             # L1 on the inner-lip gap (mm), relative to the mouth's error (mm^2)
+CLOSURE_WEIGHT = 0.5         # hinge on the gap where the take's lips are closed
 FIT_LR = 5e-4               # Adam step size of the tuning
 FIT_PARTS = "basis"          # what the tuning changes: measured on 1.5 min of takes, the
                              # basis alone cut held-out LVE 27 %, with the decoder only 10 %
@@ -144,6 +149,12 @@ def fit(model, template, takes, rmap, head, minutes: float = 3.0, seed: int = 0,
     w_fit = torch.from_numpy(np.repeat(f.w_fit, 3).astype(np.float32))
     w_keep = torch.from_numpy(np.repeat(f.w_keep, 3).astype(np.float32))
     gen = torch.Generator().manual_seed(seed)
+    gap_vec = rest_gap = None
+    if rmap is None:                  # the template topology: its inner-lip pairs are known
+        from .pipeline import lip_gap_vector
+        pairs = head.landmarks["lip_pairs"]
+        gap_vec = torch.from_numpy(lip_gap_vector(pairs, len(template)).astype(np.float32))
+        rest_gap = float(np.asarray(template, np.float64).reshape(-1) @ gap_vec.numpy()) * 1000
     history, t0, step = [], time.perf_counter(), 0
     while time.perf_counter() - t0 < minutes * 60 and not (cancel is not None and cancel()):
         hot, tgt = f.batch(gen, 8, 48)
@@ -151,6 +162,13 @@ def fit(model, template, takes, rmap, head, minutes: float = 3.0, seed: int = 0,
         with torch.no_grad():                     # away from the mouth: as the default does
             keep = f.predict(default, hot)
         loss = ((pred - tgt) ** 2 * w_fit).mean() + 0.5 * ((pred - keep) ** 2 * w_keep).mean()
+        if gap_vec is not None:       # the inner-lip gap, and a hinge where the take is closed
+            gap_gt, gap_pred = rest_gap + tgt @ gap_vec, rest_gap + pred @ gap_vec     # mm
+            closed = gap_gt < CLOSED_MM
+            gap_loss = GAP_WEIGHT * (gap_pred - gap_gt).abs().mean()
+            if closed.any():
+                gap_loss = gap_loss + CLOSURE_WEIGHT * torch.relu(gap_pred - 0.3)[closed].mean()
+            loss = loss + w_fit.mean() * gap_loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -158,7 +176,7 @@ def fit(model, template, takes, rmap, head, minutes: float = 3.0, seed: int = 0,
         if step % 25 == 0:
             history.append({"step": step, "loss": round(loss.item(), 4)})
             if progress is not None:
-                progress(min(1.0, (time.perf_counter() - t0) / (minutes * 60)), float(loss))
+                progress(min(1.0, (time.perf_counter() - t0) / (minutes * 60)), loss.item())
     for p in net.parameters():
         p.requires_grad_(False)
     return history

@@ -32,6 +32,8 @@ SEAL_GAP_MM = 0.2             # inner-lip gap a predicted lip seal closes to (as
 # raised bilabial closure from 72.9 % (no seal) to 80.9 % for +0.03 mm LVE (1.87 -> 1.90).
 SEAL_PROB = (0.2, 0.3)        # seal strength ramps from 0 to 1 over this closure probability
 SEAL_MAX_GAP_MM = (5.0, 7.0)  # ... and from 1 to 0 over this predicted gap
+SEAL_MAX_GAP_REL = (0.5, 0.7)  # ... or over these fractions of the clip's 95th-percentile gap,
+                               # whichever is wider (a character whose mouth opens wider)
 
 
 def lip_gap_vector(pairs: np.ndarray, n_vertices: int) -> np.ndarray:
@@ -77,13 +79,16 @@ def seal_lips(coeffs: np.ndarray, seal_prob: np.ndarray, basis_mm: np.ndarray, b
     down to SEAL_GAP_MM by the smallest change of the face (least squares over all vertices)
     that the decoder's basis can make, blended in between probabilities SEAL_PROB, and only
     where the predicted gap is already small (full below 5 mm, none above 7 mm,
-    SEAL_MAX_GAP_MM), so a wrong guess of the head cannot shut an open vowel. Returns the new
-    coefficients (N, K)."""
+    SEAL_MAX_GAP_MM, or below 0.5 and above 0.7 of the clip's 95th-percentile gap when that is
+    wider, SEAL_MAX_GAP_REL: a fitted character whose mouth opens wider), so a wrong guess of
+    the head cannot shut an open vowel. Returns the new coefficients (N, K)."""
     w, u, g = direction or seal_direction(basis_mm, pairs, len(template))
     neutral = 1000.0 * float(g @ template.reshape(-1))                   # the gap at rest, mm
     gap = neutral + coeffs.astype(np.float64) @ w + float(bias_mm @ g)
+    ref = float(np.percentile(gap, 95)) if len(gap) else 0.0
+    lo, hi = (max(a, r * ref) for a, r in zip(SEAL_MAX_GAP_MM, SEAL_MAX_GAP_REL))
     strength = (np.clip((seal_prob - SEAL_PROB[0]) / (SEAL_PROB[1] - SEAL_PROB[0]), 0.0, 1.0)
-                * np.clip((SEAL_MAX_GAP_MM[1] - gap) / (SEAL_MAX_GAP_MM[1] - SEAL_MAX_GAP_MM[0]), 0, 1))
+                * np.clip((hi - gap) / max(hi - lo, 1e-6), 0, 1))
     delta = strength * np.maximum(0.0, gap - SEAL_GAP_MM)
     return (coeffs - delta[:, None] * u[None]).astype(np.float32)
 
