@@ -247,6 +247,29 @@ def mel_filterbank(cfg: MelConfig = MelConfig()) -> torch.Tensor:
     return torch.from_numpy(fb.astype(np.float32))
 
 
+def mel_bin_hz(n_mels: int = MelConfig.n_mels) -> np.ndarray:
+    """Centre frequencies (n_mels,) Hz of :func:`mel_filterbank`'s filters."""
+    cfg = MelConfig(n_mels=n_mels)
+    return mel_to_hz(np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), n_mels + 2))[1:-1]
+
+
+def warp_mel(mel: torch.Tensor, factors) -> torch.Tensor:
+    """Vocal-tract length warp of (normalised) log-mel spectra along frequency.
+
+    mel (B, n_mels, M); factors (B,) floats: crop b's spectrum stretched by factors[b] (> 1:
+    formants move up, as for a shorter vocal tract): bin k takes the value at f_k / factor,
+    linearly between bins, the edge bins held. -> (B, n_mels, M)."""
+    b, n, _ = mel.shape
+    hz = mel_bin_hz(n)
+    f = np.asarray(factors, np.float64).reshape(b, 1)
+    pos = np.interp(hz_to_mel(hz[None] / f).ravel(), hz_to_mel(hz), np.arange(n, dtype=np.float64))
+    pos = torch.from_numpy(pos.reshape(b, n))
+    j0 = pos.floor().long().clamp(0, n - 2)
+    w = (pos - j0).clamp(0, 1).to(mel.dtype)[..., None]
+    rows = torch.arange(b)[:, None]
+    return mel[rows, j0] * (1 - w) + mel[rows, j0 + 1] * w
+
+
 def log_mel(samples16k, cfg: MelConfig = MelConfig(), *, chunk_frames: int = 3000) -> torch.Tensor:
     """Log-mel spectrogram, float32 ``(n_mels, M)`` with ``M = S // hop_length + 1``.
 

@@ -189,7 +189,8 @@ def test_phone_labels_follow_the_timeline():
 def test_mel_warp_moves_formants_and_masks_blank_bands():
     """A spectral peak moves up when the vocal tract is shorter (factor > 1) and down when
     longer; frequency masks set whole bands to the normalised mean (0)."""
-    from train.data import augment_mel, mel_bin_hz
+    from core.audio import mel_bin_hz
+    from train.data import augment_mel
 
     hz = mel_bin_hz(80)
     peak = int(np.argmin(abs(hz - 1000)))

@@ -16,8 +16,7 @@ import torch
 from tqdm import tqdm
 
 from core.assets import load_default_head
-from core.audio import (MODEL_RATE, MelConfig, hz_to_mel, mel_to_hz, log_mel,
-                        normalize_utterance, resample)
+from core.audio import MODEL_RATE, log_mel, normalize_utterance, resample, warp_mel
 from core.model import MM, PAD_SECONDS, mel_window
 from core.rig import identity_scale, lip_gap
 from core.rig.phones import PHONES
@@ -66,12 +65,6 @@ class Batch:
     target: torch.Tensor
 
 
-def mel_bin_hz(n_mels: int) -> np.ndarray:
-    """Centre frequencies (n_mels,) Hz of ``core.audio.mel_filterbank``'s filters."""
-    cfg = MelConfig(n_mels=n_mels)
-    return mel_to_hz(np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), n_mels + 2))[1:-1]
-
-
 def augment_mel(mel: torch.Tensor, gen: torch.Generator, warp: float = 0.0,
                 freq_masks: int = 0, mask_bins: int = 8) -> torch.Tensor:
     """Speaker-variety augmentation of normalised log-mel crops (B, n_mels, L) -> same shape.
@@ -83,16 +76,8 @@ def augment_mel(mel: torch.Tensor, gen: torch.Generator, warp: float = 0.0,
     per-bin mean after ``normalize_utterance``), so no single band is relied on."""
     b, n, _ = mel.shape
     if warp > 0:
-        hz = torch.from_numpy(mel_bin_hz(n))
-        mel_of = torch.from_numpy(hz_to_mel(hz.numpy()))
-        factor = torch.exp((torch.rand(b, generator=gen, dtype=torch.float64) * 2 - 1) * warp)
-        src = torch.from_numpy(hz_to_mel((hz[None] / factor[:, None]).numpy()))      # (B, n)
-        pos = torch.from_numpy(np.interp(src.numpy().ravel(), mel_of.numpy(),
-                                         np.arange(n, dtype=np.float64))).reshape(b, n)
-        j0 = pos.floor().long().clamp(0, n - 2)
-        w = (pos - j0).clamp(0, 1).float()[..., None]
-        rows = torch.arange(b)[:, None]
-        mel = mel[rows, j0] * (1 - w) + mel[rows, j0 + 1] * w
+        mel = warp_mel(mel, torch.exp((torch.rand(b, generator=gen, dtype=torch.float64) * 2 - 1)
+                                      * warp).numpy())
     if freq_masks > 0:
         mel = mel.clone()
         for i in range(b):
