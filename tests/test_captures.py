@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from core.assets import load_default_head
 from core.retarget import SKIN_PART
+from train.__main__ import main
 from train.captures import CaptureError, import_captures
 from train.corpus import Corpus
 from train.fit import main_fit
@@ -21,34 +21,12 @@ from test_fit import TINY  # the same tiny training run
 
 @pytest.fixture(scope="module")
 def captures(tmp_path_factory):
-    """-> (dataset folder, source corpus, vertex order, {(subject, sentence): corpus id})."""
+    """-> (the dataset folder, the corpus it was made from)."""
     src = tmp_path_factory.mktemp("corpus")
     generate(src, hours=0.01, seed=5, progress=False)
-    corpus = Corpus(src)
-    head = load_default_head()
-    order = np.random.default_rng(0).permutation(head.n_vertices)      # capture vertex i = head order[i]
-    inverse = np.argsort(order)
-    tris = inverse[head.triangles()]
-    root = tmp_path_factory.mktemp("multiface")
-    ids = {}
-    for seq_id in corpus.ids():
-        seq = corpus.load(seq_id)
-        subject = seq.meta["identity"]
-        folder = root / subject
-        template_mm = seq.template[order] * 1000
-        if not (folder / "template.obj").exists():
-            folder.mkdir(parents=True)
-            lines = [f"v {x:.5f} {y:.5f} {z:.5f}" for x, y, z in template_mm]
-            lines += ["f " + " ".join(str(i + 1) for i in t) for t in tris]
-            (folder / "template.obj").write_text("\n".join(lines) + "\n")
-        frames = folder / "tracked_mesh" / seq_id
-        frames.mkdir(parents=True)
-        for k, off in enumerate(seq.offsets()):
-            (template_mm + off[order] * 1000).astype("<f4").tofile(frames / f"{k:06d}.bin")
-        (folder / "audio").mkdir(exist_ok=True)
-        sf.write(folder / "audio" / f"{seq_id}.wav", seq.audio, seq.sample_rate)
-        ids[(subject, seq_id)] = seq_id
-    return root, corpus, ids
+    root = tmp_path_factory.mktemp("multiface") / "captures"
+    assert main(["export-multiface", str(src), "--out", str(root)]) == 0
+    return root, Corpus(src)
 
 
 def similarity(a, b):
@@ -63,7 +41,7 @@ def similarity(a, b):
 
 
 def test_fit_imports_trains_and_evaluates(captures, tmp_path, capsys):
-    root, corpus, ids = captures
+    root, corpus = captures
     run = tmp_path / "run"
     assert main_fit([str(root), "--out", str(run), "--phone-weight", "1.0"] + TINY) == 0
     assert "no phone timings" in capsys.readouterr().out
@@ -102,10 +80,65 @@ def test_fit_imports_trains_and_evaluates(captures, tmp_path, capsys):
 
 
 def test_bad_capture_datasets_say_what_to_do(captures, tmp_path):
-    root, _, _ = captures
+    root, _ = captures
     with pytest.raises(FileNotFoundError, match="not a Speechface corpus.*nor a capture dataset"):
         main_fit([str(tmp_path), "--out", str(tmp_path / "run")] + TINY)
     # faces the wrong way up: no face is found, and the message names the way out
     with pytest.raises(CaptureError, match="--capture-up y"):
         import_captures(root, tmp_path / "imported", up="y", progress=False)
     assert not (tmp_path / "imported").exists()
+
+
+def test_vocaset_layout_with_y_up_and_faces_from_an_obj(captures, tmp_path):
+    """The FaceFormer layout (vertices_npy/, wav/, templates.pkl) holds no faces and FLAME's
+    axes (+Y up): --capture-mesh and --capture-up y bring it in, through the same fit command."""
+    import pickle
+    import warnings
+
+    import soundfile as sf
+
+    from train.captures import UP_AXES
+
+    _, corpus = captures
+    head = load_default_head()
+    turn = UP_AXES["y"]                              # y-up -> Blender; Blender -> y-up is @ turn
+    root = tmp_path / "voca"
+    (root / "wav").mkdir(parents=True)
+    (root / "vertices_npy").mkdir()
+    templates = {}
+    for seq_id in corpus.ids()[:6]:
+        seq = corpus.load(seq_id)
+        subject = seq.meta["identity"]
+        templates[subject] = seq.template @ turn
+        stem = f"{subject}_sentence{seq_id}"
+        positions = (seq.template[None] + seq.offsets()) @ turn
+        np.save(root / "vertices_npy" / f"{stem}.npy", positions.reshape(len(positions), -1))
+        sf.write(root / "wav" / f"{stem}.wav", seq.audio, seq.sample_rate)
+    with open(root / "templates.pkl", "wb") as fh:
+        pickle.dump(templates, fh)
+    mesh = tmp_path / "topology.obj"
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in head.vertices @ turn]
+    lines += ["f " + " ".join(str(i + 1) for i in f) for f in head.faces]
+    mesh.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    args = [str(root), "--out", str(run), "--capture-fps", "30"] + TINY
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")              # the loader warns that it reads a pickle
+        with pytest.raises(CaptureError, match="--capture-mesh"):
+            main_fit(args)
+        assert not (run / "corpus").exists()
+        assert main_fit(args + ["--capture-mesh", str(mesh), "--capture-up", "y"]) == 0
+    imported = Corpus(run / "corpus")
+    skin = np.zeros(head.n_vertices, bool)
+    skin[np.unique(head.faces[head.face_part == head.part_names.index(SKIN_PART)])] = True
+    checked = 0
+    for seq_id in imported.ids():
+        got = imported.load(seq_id)
+        if got.meta["identity"] != "default":
+            continue
+        truth = corpus.load(got.meta["sentence"].replace("sentence", ""))
+        assert np.abs(got.template - truth.template)[skin].max() < 1e-3
+        err = np.linalg.norm(got.offsets() - truth.offsets(), axis=2)[:, skin]
+        assert np.percentile(err, 99) < 1e-4
+        checked += 1
+    assert checked

@@ -8,9 +8,10 @@ Commands:
   demo         what `python3 build.py demo` runs: the default model on a real and a synthetic clip
   blender-demo the built extension in headless Blender: install, bake, save, Cycles contact sheet
   bench        benchmarks (what `python3 build.py bench` runs)
-  fit          train the model: stage 1, stage 2 prior, export (CORPUS --out RUN)
+  fit          train the model: stage 1, stage 2 prior, export (CORPUS or captures --out RUN)
   evaluate     score a checkpoint and baselines on the test split and real clips (CKPT CORPUS)
   fit-identity fit the default model to one character (NEUTRAL --out CKPT [--motion DIR])
+  export-multiface write a corpus as Multiface-style captures (CORPUS --out DIR), to try training on captures
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ COMMANDS = {
     "fit": ("train.fit", "main_fit"),
     "evaluate": ("train.evaluate", "main_evaluate"),
     "fit-identity": ("train.fit_identity", "main_fit_identity"),
+    "export-multiface": ("train.captures", "main_export_multiface"),
 }
 
 

@@ -224,3 +224,52 @@ def rig_fit(coeffs: np.ndarray, basis: np.ndarray, units: np.ndarray) -> np.ndar
     """Face-unit weights (T, 52) in 0..1 closest to offsets = coeffs @ basis (metres)."""
     from core.rig_drive import fit_weights
     return fit_weights(coeffs, basis, np.zeros(basis.shape[1], np.float32), units, iters=200)
+
+
+def export_multiface(corpus, out, limit: int | None = None, seed: int = 0) -> Path:
+    """Write a Speechface corpus as a Multiface-style capture dataset, on a copy of the head with
+    its vertices shuffled and its quads split into triangles, in millimetres: what a capture
+    studio would hand over, for trying ``train fit`` on captures (and for the tests).
+
+    OUT/<identity>/template.obj, OUT/<identity>/tracked_mesh/<seq id>/<frame>.bin (float32 x y
+    z per vertex), OUT/<identity>/audio/<seq id>.wav. ``limit``: the first N sequences only.
+    Capture vertex i is the head's vertex ``order[i]``; returns ``out``."""
+    from train.corpus import Corpus
+
+    corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
+    if corpus.dense:
+        raise CaptureError(f"{corpus.root} already holds captured motion")
+    head = load_default_head()
+    order = np.random.default_rng(seed).permutation(head.n_vertices)
+    tris = np.argsort(order)[head.triangles()]
+    out = Path(out)
+    for seq_id in corpus.ids()[:limit]:
+        seq = corpus.load(seq_id)
+        folder = out / seq.meta["identity"]
+        template_mm = seq.template[order] * 1000
+        if not (folder / "template.obj").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            lines = [f"v {x:.5f} {y:.5f} {z:.5f}" for x, y, z in template_mm]
+            lines += ["f " + " ".join(str(i + 1) for i in t) for t in tris]
+            (folder / "template.obj").write_text("\n".join(lines) + "\n")
+        frames = folder / "tracked_mesh" / seq_id
+        frames.mkdir(parents=True, exist_ok=True)
+        for k, off in enumerate(seq.offsets()):
+            (template_mm + off[order] * 1000).astype("<f4").tofile(frames / f"{k:06d}.bin")
+        (folder / "audio").mkdir(exist_ok=True)
+        sf.write(folder / "audio" / f"{seq_id}.wav", seq.audio, seq.sample_rate)
+    return out
+
+
+def main_export_multiface(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python3 -m train export-multiface",
+                                 description=export_multiface.__doc__.split("\n")[0])
+    ap.add_argument("corpus", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--limit", type=int, default=None, help="the first N sequences only")
+    args = ap.parse_args(argv)
+    path = export_multiface(args.corpus, args.out, args.limit)
+    print(f"captures -> {path.resolve()}")
+    return 0
