@@ -44,7 +44,8 @@ def test_fit_imports_trains_and_evaluates(captures, tmp_path, capsys):
     root, corpus = captures
     run = tmp_path / "run"
     assert main_fit([str(root), "--out", str(run), "--phone-weight", "1.0"] + TINY) == 0
-    assert "no phone timings" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "no phone timings" in printed and "components keep" in printed
     imported = Corpus(run / "corpus")
     info = json.loads((run / "corpus" / "corpus.json").read_text())
     assert imported.dense and info["targets"] == "dense" and info["variance_explained"] > 0.999

@@ -367,6 +367,10 @@ def open_training_data(args, progress: bool) -> Path:
                                      ("target_fps", args.target_fps)) if v is not None}
         import_captures(args.corpus, imported, args.layout, args.capture_mesh, args.capture_up,
                         progress=progress, **options)
+        info = json.loads((imported / "corpus.json").read_text())
+        print(f"imported {sum(info['counts'].values())} sequences of {len(info['subjects'])} "
+              f"subjects ({info['hours'] * 60:.1f} min) into {imported}; {info['components']} "
+              f"components keep {100 * info['variance_explained']:.3f} % of the motion's variance")
     return imported
 
 
