@@ -57,9 +57,11 @@ def carry_onto_default(template: np.ndarray, faces, head=None, up: str = "z"):
     """Register the default head onto one subject's neutral mesh.
 
     template (N, 3) float metres, faces: polygons of the capture topology; up: its up axis
-    (``UP_AXES``). Returns (neutral
-    (V, 3) float32 metres: the subject's face on the default head's vertices, in the default
-    head's frame; carry: a function offsets (T, N, 3) m -> (T, V, 3) m on the default head)."""
+    (``UP_AXES``). Returns (neutral (V, 3) float32 metres: the subject's face on the default
+    head's vertices, brought to the default head's size and pose by the registration's
+    similarity; carry: a function offsets (T, N, 3) m -> (T, V, 3) m on the default head, in
+    that same frame and scale)."""
+    from scipy.sparse import csr_matrix, diags, vstack
     from scipy.spatial import cKDTree
 
     head = head or load_default_head()
@@ -89,8 +91,6 @@ def carry_onto_default(template: np.ndarray, faces, head=None, up: str = "z"):
     # vertex take the upper lip's place, so neither does its transpose (the closest point
     # alone does where lips touch at rest). Head vertices no capture vertex lands near take
     # the closest point's motion; uncaptured ones the motion of the nearest captured vertex.
-    from scipy.sparse import csr_matrix, diags, vstack
-
     forward = m.matrix().T.tocsr()                                         # (V, N)
     share = np.asarray(forward.sum(1)).ravel()
     landed = np.flatnonzero(captured & (share > 0.05))
