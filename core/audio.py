@@ -234,13 +234,18 @@ def mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
+def _mel_edges_hz(cfg: MelConfig) -> np.ndarray:
+    """(n_mels + 2,) Hz: the filters' corners, equally spaced in mel from f_min to f_max."""
+    return mel_to_hz(np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), cfg.n_mels + 2))
+
+
 def mel_filterbank(cfg: MelConfig = MelConfig()) -> torch.Tensor:
     """HTK triangular mel filters, float32 ``(n_mels, n_fft // 2 + 1)``, peak weight <= 1.
 
     Filter centres are equally spaced on ``mel = 2595 log10(1 + f / 700)`` between ``f_min``
     and ``f_max`` Hz; filter k rises from centre k-1 to centre k and falls to centre k+1.
     """
-    edges = mel_to_hz(np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), cfg.n_mels + 2))
+    edges = _mel_edges_hz(cfg)
     freqs = np.linspace(0.0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     fb = np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
@@ -249,8 +254,7 @@ def mel_filterbank(cfg: MelConfig = MelConfig()) -> torch.Tensor:
 
 def mel_bin_hz(n_mels: int = MelConfig.n_mels) -> np.ndarray:
     """Centre frequencies (n_mels,) Hz of :func:`mel_filterbank`'s filters."""
-    cfg = MelConfig(n_mels=n_mels)
-    return mel_to_hz(np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), n_mels + 2))[1:-1]
+    return _mel_edges_hz(MelConfig(n_mels=n_mels))[1:-1]
 
 
 def warp_mel(mel: torch.Tensor, factors) -> torch.Tensor:

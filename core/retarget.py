@@ -108,6 +108,13 @@ class RetargetMap:
         return self.weight.sum(1) > 0
 
 
+def skin_vertices(head) -> np.ndarray:
+    """(V,) bool: the head's vertices on its skin (not the eyes, teeth or tongue)."""
+    skin = np.zeros(head.n_vertices, bool)
+    skin[np.unique(head.faces[head.face_part == head.part_names.index(SKIN_PART)])] = True
+    return skin
+
+
 def mesh_key(vertices: np.ndarray, faces, landmarks=None) -> str:
     """A hash of a mesh's rest shape, topology and landmarks: a cached map is valid while it
     matches."""
@@ -479,9 +486,7 @@ def retarget(vertices: np.ndarray, faces, head=None, landmarks=None, progress=No
     key = mesh_key(vertices, faces, landmarks)
     t_tris = head.triangles().astype(np.int64)
     template = head.vertices.astype(np.float64)
-    skin_faces = head.faces[head.face_part == head.part_names.index(SKIN_PART)]
-    skin = np.zeros(len(template), bool)
-    skin[np.unique(skin_faces)] = True
+    skin = skin_vertices(head)
     if landmarks:
         head_mask, nose, crown = landmark_region(v, template, landmarks)
     else:

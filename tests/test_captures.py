@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.assets import load_default_head
-from core.retarget import SKIN_PART
+from core.retarget import skin_vertices
 from train.__main__ import main
 from train.captures import CaptureError, import_captures
 from train.corpus import Corpus
@@ -50,8 +50,7 @@ def test_fit_imports_trains_and_evaluates(captures, tmp_path, capsys):
     info = json.loads((run / "corpus" / "corpus.json").read_text())
     assert imported.dense and info["targets"] == "dense" and info["variance_explained"] > 0.999
     head = load_default_head()
-    skin = np.zeros(head.n_vertices, bool)
-    skin[np.unique(head.faces[head.face_part == head.part_names.index(SKIN_PART)])] = True
+    skin = skin_vertices(head)
     lips = skin & (head.masks["lips"] > 0.5)
     skin_p99, default_lips = [], []
     for seq_id in imported.ids():
@@ -130,8 +129,7 @@ def test_vocaset_layout_with_y_up_and_faces_from_an_obj(captures, tmp_path):
         assert not (run / "corpus").exists()
         assert main_fit(args + ["--capture-mesh", str(mesh), "--capture-up", "y"]) == 0
     imported = Corpus(run / "corpus")
-    skin = np.zeros(head.n_vertices, bool)
-    skin[np.unique(head.faces[head.face_part == head.part_names.index(SKIN_PART)])] = True
+    skin = skin_vertices(head)
     checked = 0
     for seq_id in imported.ids():
         got = imported.load(seq_id)

@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from core.arkit import ARKIT_NAMES
 from core.assets import load_default_head
-from core.retarget import SKIN_PART, RetargetError, build_map, retarget, triangulate, vertex_normals
+from core.retarget import (RetargetError, build_map, retarget, skin_vertices, triangulate,
+                           vertex_normals)
 from core.rig import identity_scale
 from train.corpus import FORMAT, VERSION
 from train.loaders import SAMPLE_RATE, open_dataset, read_obj
@@ -76,8 +77,7 @@ def carry_onto_default(template: np.ndarray, faces, head=None, up: str = "z"):
     # it lies closest to, so the inner lips never take the tongue's motion
     idx, bary, dist = build_map(template, tris, fitted, normals, s,
                                 target_tris=head.triangles().astype(np.int64))
-    skin = np.zeros(head.n_vertices, bool)
-    skin[np.unique(head.faces[head.face_part == head.part_names.index(SKIN_PART)])] = True
+    skin = skin_vertices(head)
     captured = skin & (dist < MAX_GAP_MM / 1000 * s)
     if captured.sum() < 0.3 * skin.sum():
         raise CaptureError("the capture mesh covers too little of the face to learn from "
@@ -114,13 +114,13 @@ def carry_onto_default(template: np.ndarray, faces, head=None, up: str = "z"):
     return neutral, carry
 
 
-def _split(subjects: list, names: list) -> dict:
+def _split(subjects: list) -> dict:
     order = sorted(set(subjects))
     if len(order) >= 3:
         role = {order[-1]: "test", order[-2]: "val"}
         return {i: role.get(s, "train") for i, s in enumerate(subjects)}
     return {i: ("val" if i % 10 == 9 else "test" if i % 10 == 0 and i else "train")
-            for i in range(len(names))}
+            for i in range(len(subjects))}
 
 
 def import_captures(dataset, out, layout: str | None = None, mesh=None, up: str = "z",
@@ -171,7 +171,7 @@ def import_captures(dataset, out, layout: str | None = None, mesh=None, up: str 
             sf.write(work / "seq" / f"{seq_id}.wav", np.clip(seq.audio, -1, 1), SAMPLE_RATE,
                      subtype="PCM_16")
             seqs.append((seq_id, seq.subject, seq.sentence, seq.source, moved))
-        split = _split([s[1] for s in seqs], [s[2] for s in seqs])
+        split = _split([s[1] for s in seqs])
         train = [s[4] for i, s in enumerate(seqs) if split[i] == "train"] or [s[4] for s in seqs]
         motion = {p: np.load(p, mmap_mode="r") for p in train}
         where = np.concatenate([np.stack([np.full(len(m), i), np.arange(len(m))], 1)

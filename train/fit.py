@@ -34,6 +34,7 @@ from core.prior import CodePrior
 from core.rig.phones import PHONES
 from train.corpus import Corpus
 from train.data import TrainingSet
+from train.loaders import LAYOUTS
 from train.losses import LossGeometry, batch_losses, validate_stage1
 
 SIZES = {"default": ModelConfig, "meshtalk": meshtalk_size_config}
@@ -389,7 +390,7 @@ def main_fit(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true")
     cap = ap.add_argument_group("captured motion (CORPUS is a VOCASET, BIWI or Multiface folder; "
                                 "imported once into RUN_DIR/corpus, see train/captures.py)")
-    cap.add_argument("--layout", choices=["vocaset", "biwi", "multiface"], default=None,
+    cap.add_argument("--layout", choices=LAYOUTS, default=None,
                      help="dataset layout (detected when left out)")
     cap.add_argument("--capture-mesh", type=Path, default=None,
                      help=".obj with the captures' topology, when their files hold no faces")

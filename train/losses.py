@@ -181,11 +181,12 @@ def validate_stage1(model, val_set, cfg, geo: LossGeometry, device) -> dict:
         res[f"val_gap{name}_mm"] = round((gap - gap_gt).abs().mean().item(), 4)
         res[f"val_closed_gap{name}_mm"] = round((neutral + gap)[closed].mean().item(), 4)
         if not name:
-            pred_closed = model.closure(audio_feat[:, ctx:audio_feat.shape[1] - ctx])[..., 0] > 0
+            decoded = _crop(audio_feat, ctx)                           # the decoded frames
+            pred_closed = model.closure(decoded)[..., 0] > 0
             res["val_seal_recall"] = round(pred_closed[closed].float().mean().item(), 3)
             res["val_seal_precision"] = round(closed[pred_closed].float().mean().item(), 3)
             if model.phones is not None:
-                hit = model.phones(audio_feat[:, ctx:audio_feat.shape[1] - ctx]).argmax(-1)
+                hit = model.phones(decoded).argmax(-1)
                 res["val_phone_acc"] = round((hit == _crop(b.phone.to(device), ctx)).float()
                                              .mean().item(), 3)
             res["val_eyelid_mm"] = round(err[..., lids].mean().item(), 4)
