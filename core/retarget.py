@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .surface_map import build_map, components, lip_sides
+
 SKIN_PART = "body:head"
 FADE_MM = (2.5, 8.0)          # full motion within 2.5 mm of the registered head, none beyond 8 mm
 STIFFNESS = (40.0, 15.0, 6.0, 2.5, 1.0, 0.5)   # non-rigid steps, from stiff to loose
@@ -288,15 +290,6 @@ def _skin_normals(template, skin):
     return _SKIN_NORMALS[key]
 
 
-def components(n: int, tris: np.ndarray) -> np.ndarray:
-    """Connected component (island) of each of n vertices over triangles: (n,) int."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    e = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]]])
-    g = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
-    return connected_components(g, directed=False)[1]
-
-
 def _laplacian(n: int, tris: np.ndarray):
     from scipy.sparse import coo_matrix, diags
     e = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
@@ -338,8 +331,8 @@ def register(fitted: np.ndarray, tris: np.ndarray, free: np.ndarray, target_pts,
             j = jk[np.arange(len(cur)), pick]
             ok = (d < 0.01 * scale) & (cos[np.arange(len(cur)), pick] > 0.5)
             w = ok.astype(np.float64)
-            solve = factorized((diags(w) + alpha * lap2).tocsc())
             rhs = w[:, None] * (target_pts[j] - cur)
+            solve = factorized((diags(w) + alpha * lap2).tocsc())
             disp = np.stack([solve(rhs[:, k]) for k in range(3)], 1)
             v[free_idx] = cur + disp
     # the hidden parts (teeth, tongue, eyes) move rigidly: each island first by the mean
@@ -364,104 +357,6 @@ def register(fitted: np.ndarray, tris: np.ndarray, free: np.ndarray, target_pts,
             moved = moved + shift
         v[members] = moved
     return v
-
-
-def _closest_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray):
-    """Closest points of points p (M, 3) on triangles (a, b, c) (M, 3) each: barycentric (M, 3)
-    and distances (M,). The region tests of Ericson, Real-Time Collision Detection (5.1.5),
-    vectorised: every region is computed, then assigned from the last test to the first so the
-    first that holds wins, as in the sequential version."""
-    ab, ac = b - a, c - a
-    ap, bp, cp = p - a, p - b, p - c
-    d1, d2 = (ab * ap).sum(1), (ac * ap).sum(1)
-    d3, d4 = (ab * bp).sum(1), (ac * bp).sum(1)
-    d5, d6 = (ab * cp).sum(1), (ac * cp).sum(1)
-    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
-
-    def safe(x):
-        return np.where(np.abs(x) > 1e-30, x, 1e-30)
-
-    denom = safe(va + vb + vc)
-    v, w = vb / denom, vc / denom
-    bary = np.stack([1 - v - w, v, w], 1)                                    # inside
-    z = np.zeros(len(p))
-    t = np.clip((d4 - d3) / safe((d4 - d3) + (d5 - d6)), 0, 1)               # edge BC
-    regions = [((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), np.stack([z, 1 - t, t], 1))]
-    t = np.clip(d2 / safe(d2 - d6), 0, 1)                                    # edge AC
-    regions.append(((vb <= 0) & (d2 >= 0) & (d6 <= 0), np.stack([1 - t, z, t], 1)))
-    regions.append(((d6 >= 0) & (d5 <= d6), np.stack([z, z, z + 1], 1)))     # vertex C
-    t = np.clip(d1 / safe(d1 - d3), 0, 1)                                    # edge AB
-    regions.append(((vc <= 0) & (d1 >= 0) & (d3 <= 0), np.stack([1 - t, t, z], 1)))
-    regions.append(((d3 >= 0) & (d4 <= d3), np.stack([z, z + 1, z], 1)))     # vertex B
-    regions.append(((d1 <= 0) & (d2 <= 0), np.stack([z + 1, z, z], 1)))      # vertex A
-    for mask, value in regions:
-        bary[mask] = value[mask]
-    q = bary[:, :1] * a + bary[:, 1:2] * b + bary[:, 2:] * c
-    return bary, np.linalg.norm(p - q, axis=1)
-
-
-def build_map(fitted: np.ndarray, tris: np.ndarray, target: np.ndarray, target_nrm: np.ndarray,
-              scale: float, k: int = 10, target_tris: np.ndarray | None = None):
-    """Each target vertex -> the closest of the k nearest registered template triangles whose
-    facing agrees (so an upper-lip vertex never takes the lower lip's motion). With the
-    target's triangles given, each target island (a separate piece: teeth, an eyeball) maps
-    onto the one template island most of it lies closest to (so teeth never take the lips').
-    -> (index (N, 3), barycentric (N, 3), distance (N,))."""
-    from scipy.spatial import cKDTree
-
-    n = len(target)
-    t_comp = components(len(fitted), tris)
-    if target_tris is not None and len(target_tris):
-        # each target island goes to the template island it lies closest to on average
-        trees = {c: cKDTree(fitted[t_comp == c]) for c in np.unique(t_comp[tris[:, 0]])}
-        isl = components(n, target_tris)
-        choice = np.zeros(n, np.int64)
-        for i in np.unique(isl):
-            m = np.flatnonzero(isl == i)
-            sample = m[:: max(1, len(m) // 200)]
-            mean_d = {c: tree.query(target[sample], k=1)[0].mean() for c, tree in trees.items()}
-            choice[m] = min(mean_d, key=mean_d.get)
-    else:
-        choice = np.full(n, -1)
-    tri_comp = t_comp[tris[:, 0]]
-    index = np.zeros((n, 3), np.int32)
-    bary_out = np.zeros((n, 3), np.float32)
-    dist = np.full(n, np.inf)
-    for c in np.unique(choice):
-        who = np.flatnonzero(choice == c)
-        sub = np.flatnonzero(tri_comp == c) if c >= 0 else np.arange(len(tris))
-        i, b, d = _map_onto(fitted, tris[sub], target[who], target_nrm[who], k)
-        index[who], bary_out[who], dist[who] = i, b, d
-    return index, bary_out, dist
-
-
-def _map_onto(fitted, tris, target, target_nrm, k):
-    from scipy.spatial import cKDTree
-
-    cen = fitted[tris].mean(1)
-    fn = np.cross(fitted[tris[:, 1]] - fitted[tris[:, 0]], fitted[tris[:, 2]] - fitted[tris[:, 0]])
-    fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-20)
-    _, cand = cKDTree(cen).query(target, k=min(k, len(tris)))
-    cand = cand.reshape(len(target), -1)
-    n = len(target)
-    best_d = np.full(n, np.inf)
-    best_bary = np.zeros((n, 3))
-    best_tri = np.zeros(n, np.int64)
-    # triangles facing the same way first (within ~50 degrees: the upper lip's edge and the
-    # lower lip's both face forward, but not alike), then any that faces it, then any at all
-    for min_cos in (0.65, 0.0, None):
-        todo = ~np.isfinite(best_d)
-        for col in range(cand.shape[1]):
-            t = cand[:, col]
-            bary, d = _closest_on_triangles(target, fitted[tris[t, 0]], fitted[tris[t, 1]],
-                                            fitted[tris[t, 2]])
-            if min_cos is not None:
-                d = np.where((fn[t] * target_nrm).sum(1) > min_cos, d, np.inf)
-            better = todo & (d < best_d)
-            best_d[better], best_bary[better], best_tri[better] = d[better], bary[better], t[better]
-        if np.isfinite(best_d).all():
-            break
-    return tris[best_tri].astype(np.int32), best_bary.astype(np.float32), best_d
 
 
 def retarget(vertices: np.ndarray, faces, head=None, landmarks=None, progress=None) -> RetargetMap:
@@ -531,7 +426,8 @@ def retarget(vertices: np.ndarray, faces, head=None, landmarks=None, progress=No
         remap[near] = np.arange(near.sum())
         near_tris = remap[tris[np.all(near[tris], axis=1)]]
         index[near], bary[near], dist[near] = build_map(fitted, t_tris, v[near], tn[near], s,
-                                                        target_tris=near_tris)
+                                                        target_tris=near_tris,
+                                                        sides=lip_sides(head))
     lo, hi = FADE_MM[0] / 1000 * s, FADE_MM[1] / 1000 * s
     fade = np.clip((hi - dist) / (hi - lo), 0.0, 1.0)
     if progress:

@@ -37,6 +37,7 @@ from core.assets import load_default_head
 from core.retarget import (RetargetError, build_map, retarget, skin_vertices, triangulate,
                            vertex_normals)
 from core.rig import identity_scale
+from core.surface_map import lip_sides
 from train.corpus import FORMAT, VERSION
 from train.loaders import SAMPLE_RATE, open_dataset, read_obj
 
@@ -75,8 +76,10 @@ def carry_onto_default(template: np.ndarray, faces, head=None, up: str = "z"):
     normals = vertex_normals(fitted, head.triangles().astype(np.int64))
     # each island of the head (skin, teeth, eyes) takes its motion from the capture's island
     # it lies closest to, so the inner lips never take the tongue's motion
+    # ... and each lip vertex from the capture's same lip (sides carried by the forward map)
+    sides = np.sign((m.weight * lip_sides(head)[m.index]).sum(1)).astype(np.int8)
     idx, bary, dist = build_map(template, tris, fitted, normals, s,
-                                target_tris=head.triangles().astype(np.int64))
+                                target_tris=head.triangles().astype(np.int64), sides=sides)
     skin = skin_vertices(head)
     captured = skin & (dist < MAX_GAP_MM / 1000 * s)
     if captured.sum() < 0.3 * skin.sum():
