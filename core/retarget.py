@@ -5,7 +5,8 @@ upright, facing -Y roughly; any scale, position and topology), aligns the defaul
 (similarity ICP from a nose-tip and crown guess, or from landmarks the user placed), registers
 it non-rigidly (per-vertex displacements, Laplacian-smooth, closest points on the target's
 surface), and returns a ``RetargetMap``: each target vertex takes the motion of the closest
-point of the registered head's surface (a triangle, barycentric weights), faded to zero between
+point of the registered head's surface (a triangle, barycentric weights; on the same piece and
+the same lip, ``core/surface_map.py``), faded to zero between
 ``FADE_MM`` millimetres from that surface, so the rest of a body never moves.
 
 Offsets carry over as ``map.transfer(offsets)``: (..., V, 3) template metres -> (..., N, 3) in
