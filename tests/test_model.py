@@ -155,8 +155,8 @@ def test_seal_lips_closes_exactly_where_asked():
 
     r = np.random.default_rng(0).normal(size=net.cfg.rank)
     slope, g0 = float(r @ (basis @ g)), float(gap(np.zeros(net.cfg.rank)))
-    targets = np.array([1.0, 2.0, 2.5, 7.5, 9.0, 1.5])        # mm before sealing
-    prob = np.array([0.0, 0.15, 1.0, 1.0, 1.0, 0.25])
+    targets = np.array([1.0, 2.0, 2.5, 13.0, 15.0, 1.5, 11.0, 9.0])        # mm before sealing
+    prob = np.array([0.0, 0.15, 1.0, 1.0, 1.0, 0.25, 0.3, 1.0])
     coeffs = (((targets - g0) / slope)[:, None] * r[None]).astype(np.float32)
     assert np.allclose(gap(coeffs), targets, atol=1e-3)
     after = gap(seal_lips(coeffs, prob, basis, bias, head.vertices, pairs))
@@ -164,3 +164,5 @@ def test_seal_lips_closes_exactly_where_asked():
     assert after[2] == pytest.approx(SEAL_GAP_MM, abs=1e-3)              # likely, nearly shut
     assert np.allclose(after[[3, 4]], targets[[3, 4]], atol=1e-4)       # wide open: never shut
     assert SEAL_GAP_MM < after[5] < targets[5]                          # halfway: partly
+    assert after[6] == pytest.approx(targets[6], abs=1e-4)              # open, head unsure: kept
+    assert after[7] == pytest.approx(SEAL_GAP_MM, abs=1e-3)             # open, head sure: shut
