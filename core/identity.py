@@ -5,7 +5,8 @@ The audio encoder, the code heads, the decoder and the prior stay as they are; t
 (``core.pipeline.inference_codes``) give this character's motion: the error on the mouth region
 (lips twice) against the takes, the inner-lip gap (an L1 term, and a hinge where the take's
 lips are closed, so the tuned mouth still seals: without them closure on held-out takes fell
-from 74 % to 58 % of closed frames; on the template topology, where the lip pairs are known),
+from 74 % to 58 % of closed frames; through a retarget map on the character's vertices
+that carry the head's lip pairs, ``character_lip_gap``),
 and the rest of the face held to what the model did before.
 (Tuning the decoder as well overfits a few minutes of takes: ``FIT_PARTS``.)
 Characters of another topology go through a retarget map: the registered default head is their
@@ -60,6 +61,41 @@ def identity_template(neutral: np.ndarray, faces, head):
     return back.astype(np.float32), rmap
 
 
+def character_lip_gap(template, rmap, head) -> dict | None:
+    """The character's inner-lip gap as a linear function of its offsets.
+
+    On the template topology the head's lip pairs; through a retarget map, for each pair the
+    character's vertices that take most of the upper and of the lower template vertex's motion
+    (pairs without both are left out). -> {"vector": (N*3,) float32 on the character's
+    flattened offsets at the head's size (its units over the map's scale; turned as the
+    character is), giving the change of the mean gap in the same unit, "rest_mm": the gap at
+    rest in mm, "pairs": (K, 2) character vertices}, or None when no pair reaches it."""
+    pairs = np.asarray(head.landmarks["lip_pairs"], np.int64)
+    t = np.asarray(template, np.float64)
+    if rmap is None:
+        on, up, n = pairs, np.array([0.0, 0.0, 1.0]), len(t)
+        kept = pairs
+    else:
+        m = rmap.matrix().tocsc()
+        on, kept = [], []
+        for a, b in pairs:
+            ca, cb = m.getcol(a), m.getcol(b)
+            if ca.nnz and cb.nnz:
+                ia, ib = ca.indices[np.argmax(ca.data)], cb.indices[np.argmax(cb.data)]
+                if ia != ib:
+                    on.append((ia, ib))
+                    kept.append((a, b))
+        if not on:
+            return None
+        on, kept = np.array(on, np.int64), np.array(kept, np.int64)
+        up, n = rmap.rotation[:, 2], rmap.n_target
+    vec = np.zeros((n, 3))
+    np.add.at(vec, on[:, 0], up / len(on))
+    np.add.at(vec, on[:, 1], -up / len(on))
+    rest = 1000.0 * float(((t[kept[:, 0]] - t[kept[:, 1]]) @ np.array([0.0, 0.0, 1.0])).mean())
+    return {"vector": vec.reshape(-1).astype(np.float32), "rest_mm": rest, "pairs": on}
+
+
 class Fitter:
     """The tuning problem: codes per take (as inference makes them), targets on the
     character's own vertices, weights per vertex."""
@@ -73,12 +109,15 @@ class Fitter:
         self.cfg = self.net.cfg
         self.template = torch.from_numpy(np.asarray(template, np.float32))[None]
         self.rmap = rmap
+        # offsets on the character in mm at the head's size (its own units over the map's
+        # scale), turned as the character is: the loss weighs every character alike
+        unit = 1.0 if rmap is None else 1.0 / rmap.scale
         self.sparse = None
         if rmap is not None:
             m = rmap.matrix().tocoo()
             self.sparse = torch.sparse_coo_tensor(np.vstack([m.row, m.col]), m.data.astype(np.float32),
                                                   m.shape).coalesce()
-            self.linear = torch.from_numpy((rmap.scale * rmap.rotation).astype(np.float32))
+            self.linear = torch.from_numpy(rmap.rotation.astype(np.float32))
         mouth = head.masks["mouth"].astype(np.float32)
         lips = head.masks["lips"].astype(np.float32)
         self.w_fit = self._on_target(np.stack([mouth + 2 * lips] * 3, 1)[None])[0, :, 0]     # (N,)
@@ -93,7 +132,7 @@ class Fitter:
             codes, _ = inference_codes(mel, self.net, self.prior, n_model, 600, seed, None)
             self.codes.append(codes)                                    # (n_model + 2 ctx, H)
             flat = take.offsets.reshape(len(take.offsets), -1)
-            target = _resample_frames(flat, take.fps, self.cfg.fps, n_model) * 1000          # mm
+            target = _resample_frames(flat, take.fps, self.cfg.fps, n_model) * 1000 * unit   # mm
             self.targets.append(torch.from_numpy(target.astype(np.float32)))
         self.ctx = ctx
 
@@ -105,7 +144,7 @@ class Fitter:
         return np.stack([m @ b for b in x])
 
     def predict(self, net, one_hot):
-        """-> offsets of ``net`` on the character (B, T, N*3) mm."""
+        """-> offsets of ``net`` on the character (B, T, N*3) mm at the head's size."""
         tfeat = net.decoder.template_features(self.template).expand(len(one_hot), -1)
         coeffs = net.decoder(one_hot, tfeat)
         off = net.basis(coeffs)                                         # (B, T, V*3) template mm
@@ -149,12 +188,11 @@ def fit(model, template, takes, rmap, head, minutes: float = 3.0, seed: int = 0,
     w_fit = torch.from_numpy(np.repeat(f.w_fit, 3).astype(np.float32))
     w_keep = torch.from_numpy(np.repeat(f.w_keep, 3).astype(np.float32))
     gen = torch.Generator().manual_seed(seed)
+    lip = character_lip_gap(template, rmap, head)
     gap_vec = rest_gap = None
-    if rmap is None:                  # the template topology: its inner-lip pairs are known
-        from .pipeline import lip_gap_vector
-        pairs = head.landmarks["lip_pairs"]
-        gap_vec = torch.from_numpy(lip_gap_vector(pairs, len(template)).astype(np.float32))
-        rest_gap = float(np.asarray(template, np.float64).reshape(-1) @ gap_vec.numpy()) * 1000
+    if lip is not None:               # pred, tgt: the character's offsets, mm of its units
+        gap_vec = torch.from_numpy(lip["vector"])
+        rest_gap = lip["rest_mm"]
     history, t0, step = [], time.perf_counter(), 0
     while time.perf_counter() - t0 < minutes * 60 and not (cancel is not None and cancel()):
         hot, tgt = f.batch(gen, 8, 48)
@@ -183,30 +221,29 @@ def fit(model, template, takes, rmap, head, minutes: float = 3.0, seed: int = 0,
 
 
 def evaluate(model, template, takes, rmap, head, seed: int = 0) -> dict:
-    """LVE (mm) and lip closure on the takes, for a model."""
+    """LVE (mm at the head's size: a character in other units or of another size is brought
+    to it by its map's scale) and lip closure on the takes, for a model."""
     from .pipeline import animate
 
-    pairs = head.landmarks["lip_pairs"]
     lips = head.masks["lips"] > 0.5
-    if rmap is not None:              # the character's lip vertices (closure: template topology)
+    lip_v = np.flatnonzero(lips)
+    if rmap is not None:              # the character's lip vertices
         lip_v = np.flatnonzero((rmap.weight * lips[rmap.index]).sum(1) > 0.5)
+    lip = character_lip_gap(template, rmap, head)
     errs, closed, hit = [], 0, 0
-    up = (rmap.rotation[:, 2] if rmap is not None else np.array([0.0, 0.0, 1.0]))
     for take in takes:
         anim = animate(take.samples, 16000, fps=take.fps, template=template, model=model, seed=seed)
         pred = anim.offsets()
         n = min(len(pred), len(take.offsets))
         gt = take.offsets[:n]
-        if rmap is not None:
-            pred = rmap.transfer(pred[:n])
-            e = np.linalg.norm(pred - gt, axis=2)[:, lip_v].max(1) * 1000
-            errs.extend(e.tolist())
+        if rmap is not None:          # in metres at the head's size, as the character is turned
+            pred, gt = rmap.transfer(pred[:n]) / rmap.scale, gt / rmap.scale
+        pred = pred[:n]
+        errs.extend((np.linalg.norm(pred - gt, axis=2)[:, lip_v].max(1) * 1000).tolist())
+        if lip is None:
             continue
-        e = np.linalg.norm(pred[:n] - gt, axis=2)[:, lips].max(1) * 1000
-        errs.extend(e.tolist())
-        rest_gap = (template[pairs[:, 0]] - template[pairs[:, 1]]) @ up
-        gap_gt = (rest_gap + (gt[:, pairs[:, 0]] - gt[:, pairs[:, 1]]) @ up).mean(1) * 1000
-        gap_pred = (rest_gap + (pred[:n, pairs[:, 0]] - pred[:n, pairs[:, 1]]) @ up).mean(1) * 1000
+        gap_gt = lip["rest_mm"] + 1000 * gt.reshape(n, -1) @ lip["vector"]
+        gap_pred = lip["rest_mm"] + 1000 * pred.reshape(n, -1) @ lip["vector"]
         shut = gap_gt < CLOSED_MM
         closed += int(shut.sum())
         hit += int((gap_pred[shut] < CLOSED_MM).sum())
