@@ -293,8 +293,7 @@ def log_mel(samples16k, cfg: MelConfig = MelConfig(), *, chunk_frames: int = 300
         seg = _padded_slice(x, j0 * hop - half, (j1 - 1) * hop - half + cfg.n_fft)
         spec = torch.stft(torch.from_numpy(seg), cfg.n_fft, hop, cfg.win_length, window,
                           center=False, return_complex=True)  # (n_fft // 2 + 1, j1 - j0)
-        power = spec.real.square() + spec.imag.square()      # |X|^2 without the square root
-        out[:, j0:j1] = torch.log(fb @ power + cfg.log_floor)
+        out[:, j0:j1] = torch.log(fb @ spec.abs().square() + cfg.log_floor)
     return out
 
 
