@@ -160,8 +160,10 @@ def test_viseme_keys_are_fitted(ext, speech):
     anim = animate(x[: int(round(60 / fps * rate))], rate, fps=fps)
     true_gap = anim.offsets()[:, pairs[:, 0], 2].mean(1) - anim.offsets()[:, pairs[:, 1], 2].mean(1)
     # the character's visemes, fitted, open and close the mouth as the animation does
-    # (measured: correlation 0.94; 'aa' alone is not the carrier, the jaw is shared by many)
-    assert np.corrcoef(gap, true_gap[:60])[0, 1] > 0.85
+    # ('aa' alone is not the carrier, the jaw is shared by many). Measured: correlation 0.94
+    # while the seal only shut gaps under 5-7 mm, 0.84 since a sure closure head may shut one
+    # of 10-12 mm: lips pressed with the jaw still open, which these jaw-built visemes fit less
+    assert np.corrcoef(gap, true_gap[:60])[0, 1] > 0.8
     bpy.ops.speechface.clear()
     bpy.context.scene.speechface.rig_mapping = ""
     assert snapshot(bpy) == before
