@@ -69,12 +69,13 @@ def character_lip_gap(template, rmap, head) -> dict | None:
     (pairs without both are left out). -> {"vector": (N*3,) float32 on the character's
     flattened offsets at the head's size (its units over the map's scale; turned as the
     character is), giving the change of the mean gap in the same unit, "rest_mm": the gap at
-    rest in mm, "pairs": (K, 2) character vertices}, or None when no pair reaches it."""
+    rest in mm}, or None when no pair reaches the character."""
+    from .pipeline import lip_gap_vector
+
     pairs = np.asarray(head.landmarks["lip_pairs"], np.int64)
     t = np.asarray(template, np.float64)
     if rmap is None:
-        on, up, n = pairs, np.array([0.0, 0.0, 1.0]), len(t)
-        kept = pairs
+        on, kept, up, n = pairs, pairs, np.array([0.0, 0.0, 1.0]), len(t)
     else:
         m = rmap.matrix().tocsc()
         on, kept = [], []
@@ -89,11 +90,10 @@ def character_lip_gap(template, rmap, head) -> dict | None:
             return None
         on, kept = np.array(on, np.int64), np.array(kept, np.int64)
         up, n = rmap.rotation[:, 2], rmap.n_target
-    vec = np.zeros((n, 3))
-    np.add.at(vec, on[:, 0], up / len(on))
-    np.add.at(vec, on[:, 1], -up / len(on))
-    rest = 1000.0 * float(((t[kept[:, 0]] - t[kept[:, 1]]) @ np.array([0.0, 0.0, 1.0])).mean())
-    return {"vector": vec.reshape(-1).astype(np.float32), "rest_mm": rest, "pairs": on}
+    # the head's gap functional (along z) on these vertices, along the character's up instead
+    vec = lip_gap_vector(on, n).reshape(n, 3)[:, 2:] * up
+    rest = 1000.0 * float(t.reshape(-1) @ lip_gap_vector(kept, len(t)))
+    return {"vector": vec.reshape(-1).astype(np.float32), "rest_mm": rest}
 
 
 class Fitter:
@@ -236,9 +236,9 @@ def evaluate(model, template, takes, rmap, head, seed: int = 0) -> dict:
         pred = anim.offsets()
         n = min(len(pred), len(take.offsets))
         gt = take.offsets[:n]
-        if rmap is not None:          # in metres at the head's size, as the character is turned
-            pred, gt = rmap.transfer(pred[:n]) / rmap.scale, gt / rmap.scale
         pred = pred[:n]
+        if rmap is not None:          # in metres at the head's size, as the character is turned
+            pred, gt = rmap.transfer(pred) / rmap.scale, gt / rmap.scale
         errs.extend((np.linalg.norm(pred - gt, axis=2)[:, lip_v].max(1) * 1000).tolist())
         if lip is None:
             continue
