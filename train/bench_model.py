@@ -49,35 +49,46 @@ def meshtalk_size_model(checkpoint=None):
     return (net, CodePrior(cfg).eval(), {}), "untrained weights"
 
 
-def time_animate(model, x: np.ndarray, repeat: int = 7) -> dict:
-    """Best-of wall times (s) of animate() + materialising the (T, V, 3) offsets, and of the
-    prior's sampling alone."""
+def _timed_run(model, x: np.ndarray) -> tuple:
+    """One animate() + materialised (T, V, 3) offsets of ``model`` on 16 kHz ``x``.
+    -> (animate s, animate + dense s, prior sampling s, frames)."""
     from core.pipeline import animate
 
-    spent = {}
+    spent = [0.0]
     orig = model[1].sample
 
     def timed_sample(*a, **k):
         t0 = time.perf_counter()
         out = orig(*a, **k)
-        spent["prior"] = spent.get("prior", 0.0) + time.perf_counter() - t0
+        spent[0] += time.perf_counter() - t0
         return out
 
     model[1].sample = timed_sample
-    best, best_anim, best_prior = float("inf"), float("inf"), float("inf")
     try:
-        for _ in range(repeat):
-            spent.clear()
-            t0 = time.perf_counter()
-            anim = animate(x, 16000, fps=30.0, model=model, seed=0)
-            t1 = time.perf_counter()
-            anim.offsets()
-            best = min(best, time.perf_counter() - t0)
-            best_anim = min(best_anim, t1 - t0)
-            best_prior = min(best_prior, spent["prior"])
+        t0 = time.perf_counter()
+        anim = animate(x, 16000, fps=30.0, model=model, seed=0)
+        t1 = time.perf_counter()
+        anim.offsets()
+        return t1 - t0, time.perf_counter() - t0, spent[0], anim.n_frames
     finally:
         del model[1].sample
-    return {"total_s": best, "animate_s": best_anim, "prior_s": best_prior, "frames": anim.n_frames}
+
+
+def time_animate(models: dict, x: np.ndarray, repeat: int = 7) -> dict:
+    """Best-of-``repeat`` wall times (s) of animate(), of animate() + the dense (T, V, 3)
+    offsets, and of the prior's sampling alone, for each of ``models`` (name -> (net, prior,
+    meta)). The models take turns (one run of each per round), so a slow spell of the machine
+    falls on both and not on one model's whole series. -> name -> {animate_s, total_s,
+    prior_s, frames}."""
+    res = {name: {"animate_s": float("inf"), "total_s": float("inf"), "prior_s": float("inf")}
+           for name in models}
+    for _ in range(repeat):
+        for name, model in models.items():
+            anim_s, total_s, prior_s, frames = _timed_run(model, x)
+            r = res[name]
+            r.update(animate_s=min(r["animate_s"], anim_s), total_s=min(r["total_s"], total_s),
+                     prior_s=min(r["prior_s"], prior_s), frames=frames)
+    return res
 
 
 def bench_inference(meshtalk_checkpoint=None, seconds: float = 60.0) -> None:
@@ -87,12 +98,12 @@ def bench_inference(meshtalk_checkpoint=None, seconds: float = 60.0) -> None:
     default = get_model()
     big, how = meshtalk_size_model(meshtalk_checkpoint)
     threads = torch.get_num_threads()
-    print(f"\ninference on {seconds:.0f} s of real speech, 30 fps, {threads} torch threads, best of 7 "
+    print(f"\ninference on {seconds:.0f} s of real speech, 30 fps, {threads} torch threads, best of 7, "
+          "the two models taking turns "
           "(animate(): the animation as coefficients on the decoder's basis, which is what the\n"
           "add-on's compact mode keys; + dense: also all (T, V, 3) offsets materialised in memory):")
-    res = {}
-    for name, model in (("default", default), (f"meshtalk-size ({how})", big)):
-        r = res[name] = time_animate(model, x)
+    res = time_animate({"default": default, f"meshtalk-size ({how})": big}, x)
+    for name, r in res.items():
         print(f"  {name:32s} animate() {r['animate_s']:6.3f} s = {seconds / r['animate_s']:5.0f}x real "
               f"time (prior sampling {r['prior_s']:.3f} s, {1e6 * r['prior_s'] / r['frames']:.0f} "
               f"us/frame); + dense {r['total_s']:6.3f} s = {seconds / r['total_s']:5.0f}x real time")
