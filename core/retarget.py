@@ -2,8 +2,8 @@
 
 ``retarget(vertices, faces)`` finds the face on the user's mesh (a head, or a whole body:
 upright, facing -Y roughly; any scale, position and topology), aligns the default head to it
-(similarity ICP from a nose-tip and crown guess, or from landmarks the user placed), registers
-it non-rigidly (per-vertex displacements, Laplacian-smooth, closest points on the target's
+(similarity ICP from a nose-tip and crown guess, or from landmarks the user placed), bends it
+to the face's proportions (MakeHuman face shapes, ``fit_shape``), registers it non-rigidly (per-vertex displacements, Laplacian-smooth, closest points on the target's
 surface), and returns a ``RetargetMap``: each target vertex takes the motion of the closest
 point of the registered head's surface (a triangle, barycentric weights; on the same piece and
 the same lip, ``core/surface_map.py``), faded to zero between
@@ -29,6 +29,9 @@ FADE_MM = (2.5, 8.0)          # full motion within 2.5 mm of the registered head
 STIFFNESS = (40.0, 15.0, 6.0, 2.5, 1.0, 0.5)   # non-rigid steps, from stiff to loose
 ICP_STEPS = 25
 NORMAL_REACH_MM = 3.0         # registration: a facing mismatch costs like this much distance
+MAP_VERSION = "2"             # maps cached before a change of method are built again
+SHAPE_PRIOR_MM = 3.0          # face-shape fit: one standard deviation of a MakeHuman face shape
+SHAPE_STEPS = 10              # costs as much as this misfit per coordinate of each vertex; steps
 FACE_RESIDUAL_MM = 3.0        # median fit distance of the aligned face above which it is no face
 SHARP_GAIN = 3.0              # ... times 1 + this on the lips and eyelids, where motion turns fast
 
@@ -119,9 +122,9 @@ def skin_vertices(head) -> np.ndarray:
 
 
 def mesh_key(vertices: np.ndarray, faces, landmarks=None) -> str:
-    """A hash of a mesh's rest shape, topology and landmarks: a cached map is valid while it
-    matches."""
-    h = hashlib.sha256()
+    """A hash of a mesh's rest shape, topology and landmarks, and of the map's method
+    (``MAP_VERSION``): a cached map is valid while it matches."""
+    h = hashlib.sha256(MAP_VERSION.encode())
     h.update(np.ascontiguousarray(vertices, np.float32).tobytes())
     for f in faces:
         h.update(np.asarray(f, np.int64).tobytes())
@@ -291,6 +294,46 @@ def _skin_normals(template, skin):
     return _SKIN_NORMALS[key]
 
 
+def fit_shape(template: np.ndarray, tris: np.ndarray, skin: np.ndarray, components: np.ndarray,
+              s: float, r: np.ndarray, t: np.ndarray, target_pts, target_nrm, keep_pose: bool):
+    """The face-shape step between the alignment and the non-rigid registration: the head's
+    face bent by MakeHuman's shape components (``face_shapes.npz``) towards the mesh, and the
+    similarity fitted again to the bent head, in turns (closest points as ``register`` picks
+    them; ridge: each component's standard deviation costs SHAPE_PRIOR_MM per coordinate).
+    Starting the registration from a face of the right proportions keeps its features where
+    they belong: from the plain head it slid 1-2 mm along the lips of a narrower or longer mouth.
+
+    template (V, 3) m; tris (F, 3); skin (V,) bool: the vertices fitted; components (S, V, 3) m;
+    (s, r, t): the alignment (fitted = s * template @ r.T + t); target_pts/nrm (M, 3) the mesh's
+    samples; keep_pose: the landmarks placed by hand own the similarity.
+    -> (shaped template (V, 3) m, s, r, t)."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(target_pts)
+    a = components[:, skin].reshape(len(components), -1).T.astype(np.float64)   # (3n, S)
+    prior = (SHAPE_PRIOR_MM / 1000) ** 2 * np.eye(len(components))
+    w = np.zeros(len(components))
+    shaped = template
+    for _ in range(SHAPE_STEPS):
+        placed = s * shaped @ r.T + t
+        cur, nrm = placed[skin], vertex_normals(placed, tris)[skin]
+        dk, jk = tree.query(cur, k=8)
+        cos = np.einsum("ikj,ij->ik", target_nrm[jk], nrm)
+        pick = np.argmin(dk ** 2 + (1.0 - cos) * (NORMAL_REACH_MM / 1000 * s) ** 2, axis=1)
+        rows = np.arange(len(cur))
+        d, j = dk[rows, pick], jk[rows, pick]
+        ok = (d < 0.01 * s) & (cos[rows, pick] > 0.5)
+        if ok.sum() < 20:
+            break
+        if not keep_pose:
+            s, r, t = _similarity(shaped[skin][ok], target_pts[j[ok]], np.ones(ok.sum()))
+        back = (target_pts[j] - t) @ r / s - template[skin]          # template frame, metres
+        use = np.repeat(ok, 3)
+        w = np.linalg.solve(a[use].T @ a[use] + prior, a[use].T @ back.reshape(-1)[use])
+        shaped = template + np.einsum("k,kvd->vd", w, components)
+    return shaped, s, r, t
+
+
 def _laplacian(n: int, tris: np.ndarray):
     from scipy.sparse import coo_matrix, diags
     e = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
@@ -413,6 +456,10 @@ def retarget(vertices: np.ndarray, faces, head=None, landmarks=None, progress=No
                             "facing -Y; turn it, or place the landmark markers")
     if progress:
         progress(0.3)
+    if head.shape_components is not None:
+        shaped, s, r, t = fit_shape(template, t_tris, skin, head.shape_components, s, r, t, pts,
+                                    nrm, keep_pose=bool(landmarks))
+        fitted = s * shaped @ r.T + t
     sharp = np.maximum(head.masks["lips"], head.masks["eyelids"])
     fitted = register(fitted, t_tris, skin, pts, nrm, s, sharp)
     if progress:

