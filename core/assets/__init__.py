@@ -16,7 +16,7 @@ Usage::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +83,6 @@ class Head:
     part_names: tuple
     identity_names: tuple = field(default=())
     identity_templates: np.ndarray = field(default=None)   # (N, V, 3) float32 metres
-    shape_components: np.ndarray = field(default=None)     # (S, V, 3) float32 metres, one
-    # standard deviation of MakeHuman's face shapes each (``face_shapes.npz``), or None
 
     @property
     def n_vertices(self) -> int:
@@ -94,6 +92,16 @@ class Head:
         """Faces split into triangles: (2F, 3) int32."""
         f = self.faces
         return np.concatenate([f[:, [0, 1, 2]], f[:, [0, 2, 3]]]).astype(np.int32)
+
+    @cached_property
+    def shape_components(self) -> np.ndarray | None:
+        """(S, V, 3) float32 metres, one standard deviation of MakeHuman's face shapes each
+        (``face_shapes.npz``), or None without the file. Read on first use: only retargeting
+        needs them, and every animation loads the head."""
+        if not (ASSETS / "face_shapes.npz").is_file():
+            return None
+        with np.load(ASSETS / "face_shapes.npz") as f:
+            return f["components"].astype(np.float32)
 
     def identity(self, name_or_index) -> np.ndarray:
         """Template (V, 3) float32 metres of one identity, by name or index."""
@@ -105,10 +113,6 @@ class Head:
 @lru_cache(maxsize=1)
 def load_default_head() -> Head:
     """Load the default head, its masks, landmarks, face units and identities (cached)."""
-    shapes = None
-    if (ASSETS / "face_shapes.npz").is_file():
-        with np.load(ASSETS / "face_shapes.npz") as f:
-            shapes = f["components"].astype(np.float32)
     with np.load(ASSETS / "default_head.npz") as d, np.load(ASSETS / "identities.npz") as ids:
         names = tuple(str(n) for n in d["unit_names"])
         if names != ARKIT_NAMES:
@@ -122,4 +126,4 @@ def load_default_head() -> Head:
             units=units, source_index=d["source_index"], face_part=d["face_part"],
             part_names=tuple(str(p) for p in d["part_names"]),
             identity_names=tuple(str(n) for n in ids["names"]),
-            identity_templates=ids["templates"], shape_components=shapes)
+            identity_templates=ids["templates"])
