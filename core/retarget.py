@@ -32,8 +32,9 @@ ICP_STEPS = 25
 NORMAL_REACH_MM = 3.0         # registration: a facing mismatch costs like this much distance
 MAP_VERSION = "3"             # maps cached before a change of method are built again
 SHAPE_PRIOR_MM = 1.5          # face-shape fit: one standard deviation of a MakeHuman face shape
-SHAPE_STEPS = 100             # costs as much as this misfit per coordinate of each vertex; at
-SHAPE_TOL = 1e-3              # most this many turns, fewer once no weight moves by SHAPE_TOL s.d.
+                              # costs as much as this misfit per coordinate of each vertex
+SHAPE_STEPS = 100             # at most this many turns of shape and similarity ...
+SHAPE_TOL = 1e-3              # ... fewer once no weight moves by this many s.d. in a turn
 # (chosen on 8 random MakeHuman faces, not the test's identities: lip error p95 0.33 mm on
 # average, 0.55 mm at 3 mm and 10 steps, 0.99 mm without the shape step; with 80 components and
 # the facing term, 20 fixed turns left some faces unsettled: 0.40 mm on 96 validation cases,
