@@ -68,61 +68,91 @@ class CodePrior(nn.Module):
         (the seed); temperature None -> argmax; state: what the previous window returned.
         Returns (codes (T, He) int64 numpy, state)."""
         cfg = self.cfg
-        he, c = cfg.heads_expr, cfg.classes
+        he, c, p = cfg.heads_expr, cfg.classes, cfg.prior_dim
+        hc = he * c
         w = _numpy_weights(self)
         a_oh = F.one_hot(audio_codes, c).float().flatten(1)
         drive = self.inp_audio(torch.cat([audio_feat, a_oh], -1)).numpy().astype(np.float64)
         n = len(drive)
         noise = (rng.gumbel(size=(n, he, c)) if temperature else np.zeros((n, he, c)))
-        h, prev = (np.zeros(cfg.prior_dim), None) if state is None else state
+        h, prev = (np.zeros(p), None) if state is None else state
         codes = np.zeros((n, he), np.int64)
-        cols = np.arange(he) * c
-        p = cfg.prior_dim
-        w_prev_rows, gru, bias = w["prev_rows"], w["gru"], w["gru_bias"]
-        w_out, within = w["out"], w["within"]
-        # scaled noise and logits: argmax(l / t + g) == argmax(l + t * g)
-        base = noise.reshape(n, he * c) * (temperature or 1.0) + w["b_out"]
-        xh = np.zeros(2 * p)             # [GRU input x_t, state h]: one matmul per frame
-        xh[p:] = h
-        hh = xh[p:]
+        # per frame: the scaled noise and output bias of the logits (argmax(l / t + g) ==
+        # argmax(l + t * g)), then zeros where the next frame's input from these codes is summed
+        base = np.zeros((n, hc + p))
+        base[:, :hc] = noise.reshape(n, hc) * (temperature or 1.0) + w["b_out"]
+        gru, w_out, emit = w["gru"], w["out"], w["emit"]
+        # Buffers, and views into them made once: every step below is one numpy call that
+        # writes in place (the loop's cost is the number of calls, ~0.5 us each, not arithmetic)
+        xh = np.zeros(2 * p + 1)                 # [GRU input x_t, state h, 1]: one matmul per frame
+        xh[-1] = 1.0
+        x, hh = xh[:p], xh[p:2 * p]
+        hh[:] = h
+        g = np.empty(4 * p)
+        g_rz, g_n, g_hn = g[:2 * p], g[2 * p:3 * p], g[3 * p:]
+        s = np.empty(2 * p)
+        s_r, s_z = s[:p], s[p:]
+        tmp, cand, leak = np.empty(p), np.empty(p), np.empty(p)
+        acc = np.zeros(hc + p)                   # [logits of the heads, next frame's code input]
+        nxt = acc[hc:]
+        heads = [acc[k * c:(k + 1) * c] for k in range(he)]
+        rows = [emit[k * c:(k + 1) * c] for k in range(he)]
+        if prev is not None:
+            nxt[:] = w["prev_rows"][np.arange(he) * c + prev].sum(0)
         for t in range(n):
-            x = drive[t] + w_prev_rows[cols + prev].sum(0) if prev is not None else drive[t]
-            np.maximum(x, 0.2 * x, out=xh[:p])
-            g = gru @ xh + bias
-            rz = np.tanh(g[:2 * p]) * 0.5 + 0.5                     # sigmoid(a) = tanh(a/2)/2 + 1/2
-            cand = np.tanh(g[2 * p:3 * p] + rz[:p] * g[3 * p:])
-            hh -= (1.0 - rz[p:]) * (hh - cand)                      # h = cand + z (h - cand)
-            logits = w_out @ hh + base[t]
+            if prev is not None:
+                np.add(drive[t], nxt, out=x)
+            else:
+                x[:] = drive[t]
+            np.multiply(x, 0.2, out=leak)
+            np.maximum(x, leak, out=x)                  # leaky ReLU
+            np.dot(gru, xh, out=g)
+            np.tanh(g_rz, out=s)                        # sigmoid(a) = (1 + tanh(a / 2)) / 2
+            np.multiply(s_r, g_hn, out=tmp)             # g_hn: half the candidate's hidden part
+            tmp += g_n                                  # g_n: its input part + that half
+            np.tanh(tmp, out=cand)                      # tanh(input + r * hidden)
+            np.subtract(hh, cand, out=tmp)
+            s_z += 1.0
+            tmp *= s_z
+            tmp *= 0.5
+            np.add(cand, tmp, out=hh)                   # h = cand + z (h - cand)
+            np.dot(w_out, hh, out=acc)                  # logits, and zeros for the next input
+            acc += base[t]
             row = codes[t]
             for k in range(he):
-                code = logits[k * c:(k + 1) * c].argmax()
+                code = heads[k].argmax()
                 row[k] = code
-                if k + 1 < he:
-                    logits += within[k * c + code]
+                acc += rows[k][code]                    # later heads' logits, next frame's input
             prev = row
         return codes, (hh.copy(), prev)
 
 
 def _numpy_weights(prior: CodePrior) -> dict:
-    """The prior's weights as float64 numpy arrays for the sampling loop (cached per module)."""
+    """The prior's weights as float64 numpy arrays laid out for the sampling loop (cached per
+    module): "gru" (4P, 2P + 1) maps [x; h; 1] to [r and z pre-activations, halved (so that a
+    tanh gives the sigmoid); the candidate's input part plus half its hidden part; half its
+    hidden part]; "out" (He*C + P, P) the output layer with P zero rows below; "emit"
+    (He*C, He*C + P): per drawn (head, class), its row of the within-frame map and its input
+    to the next frame; "prev_rows" (He*C, P) that input alone; "b_out" (He*C,)."""
     cache = getattr(prior, "_np_cache", None)
     version = sum(p._version for p in prior.parameters())
     if cache is not None and cache[0] == version:
         return cache[1]
     g = prior.gru
-    w = {k: v.detach().double().numpy() for k, v in {
-        "prev": prior.inp_prev.weight, "w_ih": g.weight_ih_l0, "w_hh": g.weight_hh_l0,
-        "b_ih": g.bias_ih_l0, "b_hh": g.bias_hh_l0, "out": prior.out.weight,
-        "b_out": prior.out.bias, "within": prior.within * prior.mask}.items()}
+    w_ih, w_hh, b_ih, b_hh, w_out, b_out, prev, within = (v.detach().double().numpy() for v in (
+        g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0, prior.out.weight,
+        prior.out.bias, prior.inp_prev.weight, prior.within * prior.mask))
     p = prior.cfg.prior_dim
-    # the GRU as one (4P, 2P) map of [x; h]: rows r, z (input + hidden, halved so that a tanh
-    # gives the sigmoid), then the candidate's input part, then its hidden part
-    gru = np.zeros((4 * p, 2 * p))
-    gru[:2 * p, :p], gru[:2 * p, p:] = w["w_ih"][:2 * p] / 2, w["w_hh"][:2 * p] / 2
-    gru[2 * p:3 * p, :p], gru[3 * p:, p:] = w["w_ih"][2 * p:], w["w_hh"][2 * p:]
-    w["gru"] = gru
-    w["gru_bias"] = np.concatenate([(w["b_ih"][:2 * p] + w["b_hh"][:2 * p]) / 2,
-                                    w["b_ih"][2 * p:], w["b_hh"][2 * p:]])
-    w["prev_rows"] = np.ascontiguousarray(w["prev"].T)                # (He*C, P)
+    gru = np.zeros((4 * p, 2 * p + 1))
+    gru[:2 * p, :p], gru[:2 * p, p:2 * p] = w_ih[:2 * p] / 2, w_hh[:2 * p] / 2
+    gru[:2 * p, -1] = (b_ih[:2 * p] + b_hh[:2 * p]) / 2
+    gru[2 * p:3 * p, :p], gru[2 * p:3 * p, p:2 * p] = w_ih[2 * p:], w_hh[2 * p:] / 2
+    gru[2 * p:3 * p, -1] = b_ih[2 * p:] + b_hh[2 * p:] / 2
+    gru[3 * p:, p:2 * p], gru[3 * p:, -1] = w_hh[2 * p:] / 2, b_hh[2 * p:] / 2
+    out = np.zeros((len(w_out) + p, p))
+    out[:len(w_out)] = w_out
+    prev_rows = np.ascontiguousarray(prev.T)                         # (He*C, P)
+    w = {"gru": gru, "out": out, "b_out": b_out, "prev_rows": prev_rows,
+         "emit": np.concatenate([within, prev_rows], 1)}
     object.__setattr__(prior, "_np_cache", (version, w))
     return w
