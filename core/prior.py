@@ -78,9 +78,8 @@ class CodePrior(nn.Module):
         h, prev = (np.zeros(p), None) if state is None else state
         codes = np.zeros((n, he), np.int64)
         # per frame: the scaled noise and output bias of the logits (argmax(l / t + g) ==
-        # argmax(l + t * g)), then zeros where the next frame's input from these codes is summed
-        base = np.zeros((n, hc + p))
-        base[:, :hc] = noise.reshape(n, hc) * (temperature or 1.0) + w["b_out"]
+        # argmax(l + t * g))
+        base = noise.reshape(n, hc) * (temperature or 1.0) + w["b_out"]
         gru, w_out, emit = w["gru"], w["out"], w["emit"]
         # Buffers, and views into them made once: every step below is one numpy call that
         # writes in place (the loop's cost is the number of calls, ~0.5 us each, not arithmetic)
@@ -94,7 +93,7 @@ class CodePrior(nn.Module):
         s_r, s_z = s[:p], s[p:]
         tmp, cand, leak = np.empty(p), np.empty(p), np.empty(p)
         acc = np.zeros(hc + p)                   # [logits of the heads, next frame's code input]
-        nxt = acc[hc:]
+        logits, nxt = acc[:hc], acc[hc:]
         heads = [acc[k * c:(k + 1) * c] for k in range(he)]
         rows = [emit[k * c:(k + 1) * c] for k in range(he)]
         if prev is not None:
@@ -116,8 +115,9 @@ class CodePrior(nn.Module):
             tmp *= s_z
             tmp *= 0.5
             np.add(cand, tmp, out=hh)                   # h = cand + z (h - cand)
-            np.dot(w_out, hh, out=acc)                  # logits, and zeros for the next input
-            acc += base[t]
+            np.dot(w_out, hh, out=logits)
+            logits += base[t]
+            nxt.fill(0.0)
             row = codes[t]
             for k in range(he):
                 code = heads[k].argmax()
@@ -131,7 +131,7 @@ def _numpy_weights(prior: CodePrior) -> dict:
     """The prior's weights as float64 numpy arrays laid out for the sampling loop (cached per
     module): "gru" (4P, 2P + 1) maps [x; h; 1] to [r and z pre-activations, halved (so that a
     tanh gives the sigmoid); the candidate's input part plus half its hidden part; half its
-    hidden part]; "out" (He*C + P, P) the output layer with P zero rows below; "emit"
+    hidden part]; "out" (He*C, P) the output layer; "emit"
     (He*C, He*C + P): per drawn (head, class), its row of the within-frame map and its input
     to the next frame; "prev_rows" (He*C, P) that input alone; "b_out" (He*C,)."""
     cache = getattr(prior, "_np_cache", None)
@@ -149,10 +149,8 @@ def _numpy_weights(prior: CodePrior) -> dict:
     gru[2 * p:3 * p, :p], gru[2 * p:3 * p, p:2 * p] = w_ih[2 * p:], w_hh[2 * p:] / 2
     gru[2 * p:3 * p, -1] = b_ih[2 * p:] + b_hh[2 * p:] / 2
     gru[3 * p:, p:2 * p], gru[3 * p:, -1] = w_hh[2 * p:] / 2, b_hh[2 * p:] / 2
-    out = np.zeros((len(w_out) + p, p))
-    out[:len(w_out)] = w_out
     prev_rows = np.ascontiguousarray(prev.T)                         # (He*C, P)
-    w = {"gru": gru, "out": out, "b_out": b_out, "prev_rows": prev_rows,
+    w = {"gru": gru, "out": w_out, "b_out": b_out, "prev_rows": prev_rows,
          "emit": np.concatenate([within, prev_rows], 1)}
     object.__setattr__(prior, "_np_cache", (version, w))
     return w
