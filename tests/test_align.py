@@ -74,6 +74,23 @@ def test_a0007_and_harvard_clip_align(clips):
         assert _match_ratio([p for p, _, _ in tl if p != SILENCE], _dict_phones(text)) > 0.9
 
 
+def test_librivox_clips_align_with_their_transcripts(clips):
+    """The five LibriVox clips (pocketsphinx sdist) are in the real-speech evaluation: each must
+    align to its transcript, and together they add 29 /p b m/ to the ARCTIC and Harvard clips'
+    9 (the evaluation would leave a clip that fails to align out, with only a warning)."""
+    names = sorted(n for n in clips if n.startswith("librivox_"))
+    assert len(names) == 5, sorted(clips)
+    bilabials = 0
+    for name in names:
+        path, text = clips[name]
+        x, sr = load_audio(path)
+        tl = force_align(x, sr, text)
+        _check_timeline(tl, len(x) / sr)
+        assert _match_ratio([p for p, _, _ in tl if p != SILENCE], _dict_phones(text)) > 0.9, name
+        bilabials += sum(p in ("P", "B", "M") for p, _, _ in tl)
+    assert bilabials == 29, bilabials
+
+
 def test_harvard_transcript_matches_recognition(clips):
     """The codec2 transcript was chosen by this check: free recognition (en-us LM) matches it
     far better than other Harvard sentences of the same list."""

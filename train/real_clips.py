@@ -5,8 +5,8 @@
   and then kept in ``cache_dir``, so later calls work offline.
 - Five LibriVox clips (public domain) of a woman reading *Sense and Sensibility*, chapter 1,
   with transcripts, from the pocketsphinx 5.1.1 sdist's test data (``test/data/librivox``):
-  16 kHz mono, decoded from 64 kbit/s MP3, 2.6-8.4 s, 26 /p b m/ phones in all (the other clips
-  have 9). Their names are ``librivox_NNNN``.
+  16 kHz mono, decoded from 64 kbit/s MP3, 3.0-7.1 s, 29 /p b m/ phones in all (the other
+  clips have 9). Their names are ``librivox_NNNN``.
 - Debian ``codec2-examples``: ``speech_orig_16k.wav`` (10.8 s, 16 kHz), four Harvard sentences
   (IEEE 1969 list 1, public domain). The transcript was checked by decoding the clip with the
   en-us LM: ~65 % of the transcript's phones are matched in order vs ~19 % for other sentences
