@@ -97,7 +97,7 @@ class CodePrior(nn.Module):
         heads = [acc[k * c:(k + 1) * c] for k in range(he)]
         rows = [emit[k * c:(k + 1) * c] for k in range(he)]
         if prev is not None:
-            nxt[:] = w["prev_rows"][np.arange(he) * c + prev].sum(0)
+            nxt[:] = emit[np.arange(he) * c + prev, hc:].sum(0)
         for t in range(n):
             if prev is not None:
                 np.add(drive[t], nxt, out=x)
@@ -133,7 +133,7 @@ def _numpy_weights(prior: CodePrior) -> dict:
     tanh gives the sigmoid); the candidate's input part plus half its hidden part; half its
     hidden part]; "out" (He*C, P) the output layer; "emit"
     (He*C, He*C + P): per drawn (head, class), its row of the within-frame map and its input
-    to the next frame; "prev_rows" (He*C, P) that input alone; "b_out" (He*C,)."""
+    to the next frame; "b_out" (He*C,)."""
     cache = getattr(prior, "_np_cache", None)
     version = sum(p._version for p in prior.parameters())
     if cache is not None and cache[0] == version:
@@ -149,8 +149,6 @@ def _numpy_weights(prior: CodePrior) -> dict:
     gru[2 * p:3 * p, :p], gru[2 * p:3 * p, p:2 * p] = w_ih[2 * p:], w_hh[2 * p:] / 2
     gru[2 * p:3 * p, -1] = b_ih[2 * p:] + b_hh[2 * p:] / 2
     gru[3 * p:, p:2 * p], gru[3 * p:, -1] = w_hh[2 * p:] / 2, b_hh[2 * p:] / 2
-    prev_rows = np.ascontiguousarray(prev.T)                         # (He*C, P)
-    w = {"gru": gru, "out": w_out, "b_out": b_out, "prev_rows": prev_rows,
-         "emit": np.concatenate([within, prev_rows], 1)}
+    w = {"gru": gru, "out": w_out, "b_out": b_out, "emit": np.concatenate([within, prev.T], 1)}
     object.__setattr__(prior, "_np_cache", (version, w))
     return w
