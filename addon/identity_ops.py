@@ -174,8 +174,10 @@ class SPEECHFACE_OT_fit_character(bpy.types.Operator):
 def _describe(report: dict) -> str:
     if "fitted" in report:
         b, a = report["default"], report["fitted"]
+        closure = (f", lip closure {b['closure']:.0%} -> {a['closure']:.0%}"
+                   if "closure" in b and "closure" in a else "")
         return (f"Speechface: fitted {report['identity']!r}; held-out lip error "
-                f"{b['lve_mm']:.2f} -> {a['lve_mm']:.2f} mm")
+                f"{b['lve_mm']:.2f} -> {a['lve_mm']:.2f} mm{closure}")
     return f"Speechface: fitted {report['identity']!r} to its shape ({report['note']})"
 
 

@@ -9,6 +9,9 @@ from 74 % to 58 % of closed frames; through a retarget map on the character's ve
 that carry the head's lip pairs, ``character_lip_gap``),
 and the rest of the face held to what the model did before.
 (Tuning the decoder as well overfits a few minutes of takes: ``FIT_PARTS``.)
+Then the closure head (which frames the seal shuts) is tuned on the frames where the takes'
+lips are closed (``core/closure_fit.py``): tuning the basis alone left held-out closure as
+the default's.
 Characters of another topology go through a retarget map: the registered default head is their
 template and the map carries the predicted offsets onto their vertices.
 
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 
 CLOSED_MM = 1.5              # a lip gap below this counts as closed (as the bilabial metric)
+OPEN_MM = 3.0                # ... above this as open: the model shutting it is a false closure
 GAP_WEIGHT = 0.5             # L1 on the inner-lip gap (mm), relative to the mouth's error (mm^2)
 CLOSURE_WEIGHT = 0.5         # hinge on the gap where the take's lips are closed
 FIT_LR = 5e-4               # Adam step size of the tuning
@@ -102,6 +106,7 @@ class Fitter:
 
     def __init__(self, model, template, takes, rmap, head, seed: int = 0):
         from .audio import log_mel, normalize_utterance
+        from .closure_fit import closure_features
         from .model import PAD_SECONDS
         from .pipeline import _resample_frames, inference_codes
 
@@ -123,7 +128,7 @@ class Fitter:
         self.w_fit = self._on_target(np.stack([mouth + 2 * lips] * 3, 1)[None])[0, :, 0]     # (N,)
         self.w_keep = 1.0 - np.clip(self._on_target(np.stack([mouth] * 3, 1)[None])[0, :, 0], 0, 1)
         ctx = self.net.decoder.ctx
-        self.codes, self.targets = [], []
+        self.codes, self.targets, self.hearings = [], [], []
         pad = np.zeros(int(PAD_SECONDS * 16000), np.float32)
         for take in takes:
             duration = len(take.samples) / 16000
@@ -131,6 +136,7 @@ class Fitter:
             mel = normalize_utterance(log_mel(np.concatenate([pad, take.samples, pad])))[None]
             codes, _ = inference_codes(mel, self.net, self.prior, n_model, 600, seed, None)
             self.codes.append(codes)                                    # (n_model + 2 ctx, H)
+            self.hearings.append(closure_features(self.net, mel, n_model))   # (W, n_model, Da)
             flat = take.offsets.reshape(len(take.offsets), -1)
             target = _resample_frames(flat, take.fps, self.cfg.fps, n_model) * 1000 * unit   # mm
             self.targets.append(torch.from_numpy(target.astype(np.float32)))
@@ -171,8 +177,11 @@ class Fitter:
 
 def fit(model, template, takes, rmap, head, minutes: float = 3.0, seed: int = 0, progress=None,
         cancel=None):
-    """Tune the decoder and basis of ``model`` in place for ``minutes``. progress(fraction),
-    cancel() -> True stops early (what was tuned so far stays). -> history list."""
+    """Tune the basis of ``model`` in place for ``minutes`` (``FIT_PARTS``), then its closure
+    head (seconds). progress(fraction), cancel() -> True stops early (what was tuned so far
+    stays). -> {"history": [{"step", "loss"}], "closure_head": what ``tune_closure`` did}."""
+    from .closure_fit import tune_closure
+
     torch.manual_seed(seed)
     f = Fitter(model, template, takes, rmap, head, seed)
     net = f.net
@@ -217,12 +226,22 @@ def fit(model, template, takes, rmap, head, minutes: float = 3.0, seed: int = 0,
                 progress(min(1.0, (time.perf_counter() - t0) / (minutes * 60)), loss.item())
     for p in net.parameters():
         p.requires_grad_(False)
-    return history
+    # the closure head, on where the takes' lips are closed (``core/closure_fit.py``)
+    if gap_vec is None:
+        closure = {"note": "not tuned: no lip pair of the head reaches the character"}
+    elif cancel is not None and cancel():
+        closure = {"note": "not tuned: cancelled"}
+    else:
+        closed = [(rest_gap + (t @ gap_vec).numpy()) < CLOSED_MM for t in f.targets]
+        closure = tune_closure(net, f.hearings, closed, cancel=cancel)
+    return {"history": history, "closure_head": closure}
 
 
 def evaluate(model, template, takes, rmap, head, seed: int = 0) -> dict:
     """LVE (mm at the head's size: a character in other units or of another size is brought
-    to it by its map's scale) and lip closure on the takes, for a model."""
+    to it by its map's scale), lip closure (share of the takes' closed-lip frames the model
+    closes) and false closure (share of the frames the takes hold open, gap above OPEN_MM,
+    that the model closes) on the takes, for a model."""
     from .pipeline import animate
 
     lips = head.masks["lips"] > 0.5
@@ -230,7 +249,7 @@ def evaluate(model, template, takes, rmap, head, seed: int = 0) -> dict:
     if rmap is not None:              # the character's lip vertices
         lip_v = np.flatnonzero((rmap.weight * lips[rmap.index]).sum(1) > 0.5)
     lip = character_lip_gap(template, rmap, head)
-    errs, closed, hit = [], 0, 0
+    errs, closed, hit, opened, shut_open = [], 0, 0, 0, 0
     for take in takes:
         anim = animate(take.samples, 16000, fps=take.fps, template=template, model=model, seed=seed)
         pred = anim.offsets()
@@ -247,10 +266,15 @@ def evaluate(model, template, takes, rmap, head, seed: int = 0) -> dict:
         shut = gap_gt < CLOSED_MM
         closed += int(shut.sum())
         hit += int((gap_pred[shut] < CLOSED_MM).sum())
+        wide = gap_gt > OPEN_MM
+        opened += int(wide.sum())
+        shut_open += int((gap_pred[wide] < CLOSED_MM).sum())
     out = {"lve_mm": round(float(np.mean(errs)), 3)}
     if closed:
         out["closure"] = round(hit / closed, 3)
         out["closed_frames"] = closed
+    if opened:
+        out["false_closure"] = round(shut_open / opened, 3)
     return out
 
 
@@ -292,10 +316,11 @@ def fit_character(neutral, faces, takes, base_path, out_path, name: str, minutes
         train, test = takes[:len(takes) - held], takes[len(takes) - held:]
         before = evaluate((net, prior, meta), template, test or train, rmap, head, seed)
         t0 = time.perf_counter()
-        fit(model, template, train, rmap, head, minutes, seed, progress, cancel)
+        done = fit(model, template, train, rmap, head, minutes, seed, progress, cancel)
         after = evaluate(model, template, test or train, rmap, head, seed)
         report.update({"held_out": [t.name for t in test], "default": before, "fitted": after,
-                       "fit_s": round(time.perf_counter() - t0, 1)})
+                       "fit_s": round(time.perf_counter() - t0, 1),
+                       "closure_head": done["closure_head"]})
     else:
         report["note"] = ("no motion: adapted to the new neutral shape only (the decoder is "
                           "conditioned on the template)")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from core.arkit import ARKIT_NAMES
 
@@ -60,9 +61,14 @@ def test_fit_identity_beats_the_default_on_held_out_takes(takes, tmp_path):
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["held_out"] and not set(report["held_out"]) & set(report["takes"][:-len(report["held_out"])])
     assert report["fitted"]["lve_mm"] < 0.85 * report["default"]["lve_mm"], report
-    # measured: closure 0.74 -> 0.74 of 43 closed frames with the gap terms of the fit and the
-    # seal's guard relative to the clip's opening (without them 0.74 -> 0.58)
+    # measured (session-9 model): LVE 3.69 -> 2.95 mm; closure 0.81 -> 0.84 of 43 closed
+    # frames (a tie over 4-fold cross-validation, core/closure_fit.py), with the gap terms of
+    # the fit and the seal's guard relative to the clip's opening (without them, with session
+    # 5's model, 0.74 -> 0.58); frames the takes hold open that the model closes: 6.9 % ->
+    # 3.5 % with the tuned closure head (6.9 % with the basis tuned alone)
     assert report["fitted"]["closure"] >= report["default"]["closure"] - 0.1, report
+    assert report["closure_head"]["steps"] > 0 and report["closure_head"]["closed_frames"] > 50
+    assert report["fitted"]["false_closure"] < 0.75 * report["default"]["false_closure"], report
     # the checkpoint animates with its own face when given none
     net, prior, meta = get_model(out)
     np.testing.assert_array_equal(net.identity_template, np.load(takes / "neutral.npy").astype(np.float32))
@@ -70,6 +76,48 @@ def test_fit_identity_beats_the_default_on_held_out_takes(takes, tmp_path):
                    model=(net, prior, meta))
     np.testing.assert_array_equal(anim.template, net.identity_template)
     assert meta["data"]["identity"]["identity"] == "man_long"
+    default = get_model(None)[0]          # the tuned closure head is in the checkpoint
+    assert not torch.equal(net.closure[0].weight, default.closure[0].weight)
+    assert torch.equal(net.audio.norm.weight, default.audio.norm.weight)
+
+
+def test_the_closure_head_learns_where_the_takes_lips_are_closed(takes):
+    """tune_closure on the character's frames: the cross-entropy on them falls and closed
+    frames' logits rise against open ones'; with too few closed frames it leaves the head."""
+    import copy
+
+    from core.assets import load_default_head
+    from core.closure_fit import MIN_CLOSED, tune_closure
+    from core.identity import CLOSED_MM, Fitter, character_lip_gap
+    from core.pipeline import get_model
+    from train.fit_identity import load_takes
+
+    head = load_default_head()
+    neutral = np.load(takes / "neutral.npy")
+    some = load_takes(takes / "takes", neutral)[:8]
+    net, prior, meta = get_model(None)
+    f = Fitter((net, prior, meta), neutral, some, None, head)
+    lip = character_lip_gap(neutral, None, head)
+    closed = [(lip["rest_mm"] + t.numpy() @ lip["vector"]) < CLOSED_MM for t in f.targets]
+    label = torch.from_numpy(np.concatenate(closed).astype(np.float32))
+
+    def score(h):
+        with torch.no_grad():
+            logit = torch.cat([h(x)[..., 0].amax(0) for x in f.hearings])
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, label).item()
+        return bce, (logit[label > 0].mean() - logit[label == 0].mean()).item()
+
+    tuned = copy.deepcopy(net)
+    info = tune_closure(tuned, f.hearings, closed)
+    assert info["steps"] > 0 and info["closed_frames"] == int(label.sum()) >= MIN_CLOSED
+    (bce0, margin0), (bce1, margin1) = score(net.closure), score(tuned.closure)
+    assert bce1 < 0.9 * bce0 and margin1 > margin0, (bce0, bce1, margin0, margin1)
+    untouched = copy.deepcopy(net)
+    few = [np.zeros(len(c), bool) for c in closed]
+    few[0][:MIN_CLOSED - 1] = True
+    info = tune_closure(untouched, f.hearings, few)
+    assert info["steps"] == 0 and "not tuned" in info["note"]
+    assert all(torch.equal(a, b) for a, b in zip(untouched.closure.parameters(), net.closure.parameters()))
 
 
 def test_no_motion_adapts_to_the_shape_and_says_so(takes, tmp_path, capsys):
@@ -234,7 +282,9 @@ def test_another_topology_fits_its_motion_and_keeps_sealing(takes, tmp_path):
     report = json.loads(out.with_suffix(".json").read_text())
     assert "retargeted" in report["topology"]
     assert report["default"]["closed_frames"] > 20, report
-    # measured: LVE 3.46 -> 2.80 mm (at the head's size, the centimetres undone), closure
-    # 0.74 -> 0.77 (0.67 while the gap terms were left out here)
+    # measured (session-9 model): LVE 3.60 -> 2.87 mm (at the head's size, the centimetres
+    # undone), closure 0.84 -> 0.84 (session 5's model: 0.74 -> 0.67 while the gap terms were
+    # left out here), false closures 6.9 % -> 3.5 % (the closure head tuned through the map)
     assert report["fitted"]["lve_mm"] < 0.9 * report["default"]["lve_mm"], report
     assert report["fitted"]["closure"] >= report["default"]["closure"] - 0.05, report
+    assert report["fitted"]["false_closure"] < 0.75 * report["default"]["false_closure"], report

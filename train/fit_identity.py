@@ -9,11 +9,12 @@ to one character (the fitting itself: ``core/identity.py``, shared with the add-
   ``NAME.npz`` with ``vertices`` (T, N, 3) metres on the neutral's topology and ``fps``, and
   ``NAME.wav`` (or .flac/.ogg) with its audio. Every file is checked first; a bad one stops the
   fit, naming it, before anything is written.
-- Tuning: the vertex basis, against the takes' mouth region (``core/identity.py``).
+- Tuning: the vertex basis, against the takes' mouth region (``core/identity.py``), then the
+  closure head on the takes' closed-lip frames (``core/closure_fit.py``).
 - The last quarter of the takes is held out; both the default and the fitted model are scored
   on it (LVE: per frame the largest lip-vertex error, mm; lip closure: share of the takes'
-  closed-lip frames the model also closes) and the figures go into the checkpoint and a JSON
-  report beside it.
+  closed-lip frames the model also closes; false closure: share of the open ones it closes)
+  and the figures go into the checkpoint and a JSON report beside it.
 - Without motion, the checkpoint carries the new neutral shape (the decoder is conditioned on
   the template) and says so.
 
@@ -112,6 +113,16 @@ def load_takes(folder: Path, neutral: np.ndarray) -> list:
     return takes
 
 
+def _scores(r: dict) -> str:
+    """One model's held-out figures in words."""
+    out = f"LVE {r['lve_mm']:.2f} mm"
+    if "closure" in r:
+        out += f", lips closed in {r['closure']:.0%} of closed frames"
+    if "false_closure" in r:
+        out += f", in {r['false_closure']:.1%} of open ones"
+    return out
+
+
 def main_fit_identity(argv=None) -> int:
     from core.pipeline import DEFAULT_CHECKPOINT
 
@@ -140,14 +151,13 @@ def main_fit_identity(argv=None) -> int:
         print(f"error: {ex}", flush=True)
         return 2
     if takes:
-        before, after = report["default"], report["fitted"]
         held = ", ".join(report["held_out"]) or "none: scored on the training takes"
+        head = report.get("closure_head", {})
         print(f"held-out takes ({held}):\n"
-              f"  default model: LVE {before['lve_mm']:.2f} mm"
-              + (f", lips closed in {before['closure']:.0%} of closed frames" if "closure" in before else "")
-              + f"\n  fitted model:  LVE {after['lve_mm']:.2f} mm"
-              + (f", lips closed in {after['closure']:.0%} of closed frames" if "closure" in after else "")
-              + f"\n  tuned in {report['fit_s']:.0f} s", flush=True)
+              f"  default model: {_scores(report['default'])}\n"
+              f"  fitted model:  {_scores(report['fitted'])}\n"
+              f"  tuned in {report['fit_s']:.0f} s; closure head: "
+              + head.get("note", f"tuned on {head.get('closed_frames')} closed-lip frames"), flush=True)
     else:
         print(f"no motion given: the checkpoint is {report['note'][len('no motion: '):]}; give "
               "--motion DIR to fit how this character moves", flush=True)
