@@ -176,7 +176,9 @@ def _describe(report: dict) -> str:
         b, a = report["default"], report["fitted"]
         closure = (f", lip closure {b['closure']:.0%} -> {a['closure']:.0%}"
                    if "closure" in b and "closure" in a else "")
-        return (f"Speechface: fitted {report['identity']!r}; held-out lip error "
+        scored = ("held-out lip error" if report.get("held_out")
+                  else "lip error on the take it was fitted to (one take: none held out)")
+        return (f"Speechface: fitted {report['identity']!r}; {scored} "
                 f"{b['lve_mm']:.2f} -> {a['lve_mm']:.2f} mm{closure}")
     return f"Speechface: fitted {report['identity']!r} to its shape ({report['note']})"
 
