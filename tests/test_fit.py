@@ -49,6 +49,25 @@ def test_fit_is_deterministic_and_resumes_exactly(corpus, tmp_path):
     assert not torch.equal(wa["model.basis.weight"], wd["model.basis.weight"])
 
 
+def test_weight_average_is_exported_and_resumes_exactly(corpus, tmp_path):
+    """--ema: stage 1 ends on the moving average of its weights, kept in its checkpoint, so an
+    interrupted run resumes to the same model."""
+    ema = ["--ema", "0.9"]
+    assert main_fit([str(corpus), "--out", str(tmp_path / "a")] + ema + TINY) == 0
+    assert main_fit([str(corpus), "--out", str(tmp_path / "c"), "--interrupt-after", "3"] + ema + TINY) == 3
+    assert main_fit([str(corpus), "--out", str(tmp_path / "c")] + ema + TINY) == 0
+    wa = _weights(tmp_path / "a" / "model.safetensors")
+    _same(wa, _weights(tmp_path / "c" / "model.safetensors"))
+    stage1 = _weights(tmp_path / "a" / "stage1.safetensors")
+    for k in ("basis.weight", "decoder.audio.out.weight", "audio.norm.weight"):
+        if f"model.{k}" in wa:      # the export is the average, not the last weights
+            assert torch.equal(wa[f"model.{k}"], stage1[f"ema.{k}"]), k
+    assert not torch.equal(stage1["ema.basis.weight"], stage1["model.basis.weight"])
+    assert main_fit([str(corpus), "--out", str(tmp_path / "plain")] + TINY) == 0
+    assert not torch.equal(wa["model.basis.weight"],
+                           _weights(tmp_path / "plain" / "model.safetensors")["model.basis.weight"])
+
+
 def test_checkpoint_contents(corpus, tmp_path):
     """Trained with the phone head and mel augmentation: the head is in the training
     checkpoint, not in the inference one, which still loads."""

@@ -71,6 +71,8 @@ class TrainConfig:
     usage_weight: float = 0.1         # keeps the categorical heads from collapsing
     validate_every: int = 250
     val_crops: int = 64
+    ema: float = 0.0                  # stage 1 ends on an exponential moving average of its
+                                      # weights with this decay per step (0: the last weights)
     seed: int = 0
     interrupt_after: int = 0          # testing aid: stop like a killed run after N steps of this run
 
@@ -117,8 +119,12 @@ class Stage:
     """
 
     def __init__(self, name, path: Path, net, opt, gen, steps, minutes, rank, world, extra,
-                 config: ModelConfig, data: dict, validate_every: int, progress: bool):
+                 config: ModelConfig, data: dict, validate_every: int, progress: bool,
+                 ema: float = 0.0):
         self.name, self.path, self.net, self.opt, self.gen = name, path, net, opt, gen
+        self.ema_decay = ema
+        self.ema = ({k: v.detach().clone() for k, v in module_of(net).state_dict().items()
+                     if v.is_floating_point()} if ema > 0 else None)
         self.steps, self.minutes, self.rank, self.world, self.extra = steps, minutes, rank, world, extra
         self.config, self.data, self.validate_every = config, data, validate_every
         self.prefix = "prior." if name == "stage2" else "model."
@@ -130,6 +136,8 @@ class Stage:
                 module_of(net).load_state_dict({k[len(self.prefix):]: v for k, v in tensors.items()
                                                 if k.startswith(self.prefix)})
                 load_optimizer(opt, tensors, t["param_groups"])
+                if self.ema is not None:
+                    self.ema.update({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
                 torch.set_rng_state(tensors[f"rng.torch.{rank}"])
                 gen.set_state(tensors[f"rng.batch.{rank}"])
                 self.step, self.elapsed, self.history = t["step"], t["elapsed_s"], t["history"]
@@ -155,6 +163,12 @@ class Stage:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
         self.opt.step()
+        if self.ema is not None:        # warm start: the average forgets its early steps
+            d = min(self.ema_decay, (1 + self.step) / (10 + self.step))
+            with torch.no_grad():
+                for k, v in module_of(self.net).state_dict().items():
+                    if k in self.ema:
+                        self.ema[k].mul_(d).add_(v, alpha=1 - d)
         self.step += 1
         self.bar.update(1)
         self.bar.set_postfix({label: f"{loss.item():.3f}"})
@@ -204,8 +218,14 @@ class Stage:
         training = dict(self.extra, stage=self.name, step=self.step, elapsed_s=self.elapsed,
                         history=self.history, param_groups=groups, world_size=self.world,
                         done=done)
-        save_checkpoint(self.path, {**tensors, **opt_t, **rng}, self.config, self.data, training,
-                        contents=f"training {self.name}")
+        ema = {f"ema.{k}": v for k, v in (self.ema or {}).items()}
+        save_checkpoint(self.path, {**tensors, **opt_t, **rng, **ema}, self.config, self.data,
+                        training, contents=f"training {self.name}")
+
+    def use_average(self) -> None:
+        """Load the moving average of the weights into the module (``ema`` > 0)."""
+        if self.ema is not None:
+            module_of(self.net).load_state_dict(self.ema, strict=False)
 
 
 # ---------------------------------------------------------------- stage 1
@@ -217,7 +237,7 @@ def train_stage1(model, train_set, val_set, cfg: TrainConfig, out: Path, data_de
     torch.manual_seed(cfg.seed * 1000 + rank)
     st = Stage("stage1", out / "stage1.safetensors", model, opt, gen, cfg.steps, cfg.minutes,
                rank, world, {"train_config": dataclasses.asdict(cfg)}, net.cfg, data_desc,
-               cfg.validate_every, progress)
+               cfg.validate_every, progress, cfg.ema)
     geo = LossGeometry.of(train_set.targets.units_mm, device)
     first = st.step
     stop = st.done or st.should_stop()
@@ -233,6 +253,7 @@ def train_stage1(model, train_set, val_set, cfg: TrainConfig, out: Path, data_de
         stop = st.after_step({f"train_{k}": round(v.item(), 5) for k, v in losses.items()},
                              lambda: validate_stage1(net, val_set, cfg, geo, device))
     st.close()
+    st.use_average()
     return st
 
 
