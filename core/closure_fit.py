@@ -8,8 +8,9 @@ trained with (``SEAL_POS_WEIGHT``), hearing each take as inference does (the pla
 the ``SEAL_WARPS`` hearings, highest logit per frame), and held near its default logits
 (``CLOSURE_KEEP``) so that a few minutes of takes do not overfit it.
 
-Measured by 4-fold cross-validation (each quarter of the takes held out in turn, the basis
-tuned for 1.5 min on the rest first), as default -> basis tuned -> basis and closure head tuned:
+Measured with session 9's default model by 4-fold cross-validation (each quarter of the takes
+held out in turn, the basis tuned for 1.5 min on the rest first), as default -> basis tuned ->
+basis and closure head tuned:
 
 | takes of man_long, mouth 1.5x | LVE mm | closure | false closure | gap error mm |
 |---|---|---|---|---|
