@@ -43,13 +43,11 @@ def closure_features(net, mel: torch.Tensor, n_frames: int) -> torch.Tensor:
     """The audio features the closure head reads for model frames 0..n_frames-1, for every
     hearing inference uses. mel (1, n_mels, M): the padded, normalised log-mel of a take (as
     ``core.pipeline.animate`` makes it). -> (1 + len(SEAL_WARPS), n_frames, audio_dim)."""
-    from .audio import warp_mel
     from .model import mel_window
-    from .pipeline import SEAL_WARPS
+    from .pipeline import seal_hearings
 
-    hearings = mel
-    if SEAL_WARPS:
-        hearings = torch.cat([mel, warp_mel(mel.expand(len(SEAL_WARPS), -1, -1), SEAL_WARPS)])
+    warped = seal_hearings(mel)
+    hearings = mel if warped is None else torch.cat([mel, warped])
     out = []
     with torch.no_grad():
         for k0 in range(0, n_frames, WINDOW):
@@ -74,7 +72,7 @@ def tune_closure(net, features: list, closed: list, steps: int = CLOSURE_STEPS,
         info["note"] = (f"not tuned: the takes have {n_closed} closed-lip frames of {n_frames} "
                         f"(needs at least {MIN_CLOSED}, and open ones)")
         return info
-    feats = torch.cat([f for f in features], 1)                           # (W, sum T, D)
+    feats = torch.cat(features, 1)                           # (W, sum T, D)
     target = torch.from_numpy(np.concatenate(closed).astype(np.float32))
     head = net.closure
     with torch.no_grad():

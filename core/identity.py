@@ -142,6 +142,12 @@ class Fitter:
             self.targets.append(torch.from_numpy(target.astype(np.float32)))
         self.ctx = ctx
 
+    def closed(self, lip: dict) -> list:
+        """Per take, (n_model,) bool: the take's lips closed (gap below CLOSED_MM) at that
+        model frame; lip: ``character_lip_gap``'s."""
+        vec = torch.from_numpy(lip["vector"])
+        return [(lip["rest_mm"] + (t @ vec).numpy()) < CLOSED_MM for t in self.targets]
+
     def _on_target(self, x):
         """Template-space (B, V, 3) -> target space (B, N, 3) (numpy; weights, no rotation)."""
         if self.rmap is None:
@@ -227,13 +233,12 @@ def fit(model, template, takes, rmap, head, minutes: float = 3.0, seed: int = 0,
     for p in net.parameters():
         p.requires_grad_(False)
     # the closure head, on where the takes' lips are closed (``core/closure_fit.py``)
-    if gap_vec is None:
+    if lip is None:
         closure = {"note": "not tuned: no lip pair of the head reaches the character"}
     elif cancel is not None and cancel():
         closure = {"note": "not tuned: cancelled"}
     else:
-        closed = [(rest_gap + (t @ gap_vec).numpy()) < CLOSED_MM for t in f.targets]
-        closure = tune_closure(net, f.hearings, closed, cancel=cancel)
+        closure = tune_closure(net, f.hearings, f.closed(lip), cancel=cancel)
     return {"history": history, "closure_head": closure}
 
 

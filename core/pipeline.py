@@ -233,7 +233,7 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
             progress(min(1.0, done / n_steps))
 
     # phase A: codes for frames -ctx .. n_model+ctx-1 (audio heads argmax, expression heads prior)
-    warped = warp_mel(mel.expand(len(SEAL_WARPS), -1, -1), SEAL_WARPS) if seal and SEAL_WARPS else None
+    warped = seal_hearings(mel) if seal else None
     codes, seal_logit = inference_codes(mel, net, prior, n_model, window, seed, temperature, tick,
                                         warped)
     del warped
@@ -255,6 +255,12 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
     arkit = np.clip(coeffs @ net.arkit.weight.T.numpy() + net.arkit.bias.numpy(), 0, 1)
     return Animation(float(fps), template, head.faces, head.landmarks["lip_pairs"], coeffs,
                      basis, bias, arkit.astype(np.float32), duration)
+
+
+def seal_hearings(mel: torch.Tensor) -> torch.Tensor | None:
+    """The other hearings of a clip the closure head gets: mel (1, n_mels, M) -> its formants
+    moved by each of ``SEAL_WARPS`` (W, n_mels, M), or None without warps."""
+    return warp_mel(mel.expand(len(SEAL_WARPS), -1, -1), SEAL_WARPS) if SEAL_WARPS else None
 
 
 @torch.no_grad()

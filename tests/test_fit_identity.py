@@ -89,7 +89,7 @@ def test_the_closure_head_learns_where_the_takes_lips_are_closed(takes):
 
     from core.assets import load_default_head
     from core.closure_fit import MIN_CLOSED, tune_closure
-    from core.identity import CLOSED_MM, Fitter, character_lip_gap
+    from core.identity import Fitter, character_lip_gap
     from core.pipeline import get_model
     from train.fit_identity import load_takes
 
@@ -98,8 +98,7 @@ def test_the_closure_head_learns_where_the_takes_lips_are_closed(takes):
     some = load_takes(takes / "takes", neutral)[:8]
     net, prior, meta = get_model(None)
     f = Fitter((net, prior, meta), neutral, some, None, head)
-    lip = character_lip_gap(neutral, None, head)
-    closed = [(lip["rest_mm"] + t.numpy() @ lip["vector"]) < CLOSED_MM for t in f.targets]
+    closed = f.closed(character_lip_gap(neutral, None, head))
     label = torch.from_numpy(np.concatenate(closed).astype(np.float32))
 
     def score(h):
