@@ -105,10 +105,8 @@ class Fitter:
     character's own vertices, weights per vertex."""
 
     def __init__(self, model, template, takes, rmap, head, seed: int = 0):
-        from .audio import log_mel, normalize_utterance
         from .closure_fit import closure_features
-        from .model import PAD_SECONDS
-        from .pipeline import _resample_frames, inference_codes
+        from .pipeline import _resample_frames, inference_codes, utterance_mel
 
         self.net, self.prior, _ = model
         self.cfg = self.net.cfg
@@ -129,11 +127,10 @@ class Fitter:
         self.w_keep = 1.0 - np.clip(self._on_target(np.stack([mouth] * 3, 1)[None])[0, :, 0], 0, 1)
         ctx = self.net.decoder.ctx
         self.codes, self.targets, self.hearings = [], [], []
-        pad = np.zeros(int(PAD_SECONDS * 16000), np.float32)
         for take in takes:
             duration = len(take.samples) / 16000
             n_model = math.ceil(duration * self.cfg.fps)
-            mel = normalize_utterance(log_mel(np.concatenate([pad, take.samples, pad])))[None]
+            mel = utterance_mel(take.samples)[None]
             codes, _ = inference_codes(mel, self.net, self.prior, n_model, 600, seed, None)
             self.codes.append(codes)                                    # (n_model + 2 ctx, H)
             self.hearings.append(closure_features(self.net, mel, n_model))   # (W, n_model, Da)

@@ -215,8 +215,7 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
         return Animation(float(fps), template, head.faces, head.landmarks["lip_pairs"],
                          np.zeros((n_out, cfg.rank), np.float32), basis, np.zeros_like(bias),
                          np.zeros((n_out, len(ARKIT_NAMES)), np.float32), duration)
-    pad = np.zeros(int(PAD_SECONDS * MODEL_RATE), np.float32)
-    mel = normalize_utterance(log_mel(np.concatenate([pad, x, pad])))[None]   # (1, n_mels, M)
+    mel = utterance_mel(x)[None]                                      # (1, n_mels, M)
     del x
     ctx = net.decoder.ctx
     n_model = math.ceil(duration * cfg.fps) + 1            # one spare frame to interpolate into
@@ -255,6 +254,14 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
     arkit = np.clip(coeffs @ net.arkit.weight.T.numpy() + net.arkit.bias.numpy(), 0, 1)
     return Animation(float(fps), template, head.faces, head.landmarks["lip_pairs"], coeffs,
                      basis, bias, arkit.astype(np.float32), duration)
+
+
+def utterance_mel(samples16k: np.ndarray) -> torch.Tensor:
+    """What the model hears of a clip: mono 16 kHz float32 (S,) with PAD_SECONDS of zeros on
+    both sides -> normalised log-mel (n_mels, M), M = (S + 2 pad) // hop + 1. Training,
+    inference and the identity fit all make it here, so none hears a clip differently."""
+    pad = np.zeros(int(PAD_SECONDS * MODEL_RATE), np.float32)
+    return normalize_utterance(log_mel(np.concatenate([pad, samples16k, pad])))
 
 
 def seal_hearings(mel: torch.Tensor) -> torch.Tensor | None:

@@ -156,16 +156,14 @@ def test_warped_hearings_only_add_closures(model, a0009):
     those of a plain pass."""
     import torch
 
-    from core.audio import log_mel, normalize_utterance, resample, warp_mel
-    from core.model import PAD_SECONDS
-    from core.pipeline import SEAL_WARPS, inference_codes
+    from core.audio import resample
+    from core.pipeline import SEAL_WARPS, inference_codes, seal_hearings, utterance_mel
 
     net, prior, _ = model
     x = resample(a0009[0], a0009[1], 16000)
-    pad = np.zeros(int(PAD_SECONDS * 16000), np.float32)
-    mel = normalize_utterance(log_mel(np.concatenate([pad, x, pad])))[None]
+    mel = utterance_mel(x)[None]
     n = math.ceil(len(x) / 16000 * net.cfg.fps) + 1
-    warped = warp_mel(mel.expand(len(SEAL_WARPS), -1, -1), SEAL_WARPS)
+    warped = seal_hearings(mel)
     assert SEAL_WARPS and not torch.equal(warped[0], mel[0])
     codes, plain = inference_codes(mel, net, prior, n, 90, seed=3)
     codes_w, heard = inference_codes(mel, net, prior, n, 90, seed=3, warped=warped)

@@ -1,9 +1,10 @@
 """Training data in memory: a corpus split turned into model inputs once, then random crops.
 
 Per sequence: the normalised log-mel of the utterance padded with ``PAD_SECONDS`` of zeros on
-both sides (exactly what the pipeline feeds the model), the ARKit weights (T, 52), and which
-identity speaks. Ground-truth offsets are made per batch from the weights and the face units,
-``offsets = weights @ units * identity_scale`` (mm), so 2 hours of corpus need ~0.5 GB, not 60.
+both sides (``core.pipeline.utterance_mel``, exactly what the pipeline feeds the model), the
+ARKit weights (T, 52), and which identity speaks. Ground-truth offsets are made per batch from
+the weights and the face units, ``offsets = weights @ units * identity_scale`` (mm), so 2 hours
+of corpus need ~0.5 GB, not 60.
 A captured corpus (``train.captures``) works the same way with its dense coefficients and
 basis in place of the weights and face units.
 """
@@ -11,22 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from core.assets import load_default_head
-from core.audio import MODEL_RATE, log_mel, normalize_utterance, resample, warp_mel
-from core.model import MM, PAD_SECONDS, mel_window
+from core.audio import MODEL_RATE, resample, warp_mel
+from core.model import MM, mel_window
+from core.pipeline import utterance_mel
 from core.rig import identity_scale, lip_gap
 from core.rig.phones import PHONES
 from train.corpus import Corpus
-
-
-def utterance_mel(samples16k: np.ndarray) -> torch.Tensor:
-    """Mono 16 kHz float32 (S,) -> padded normalised log-mel (n_mels, M + 2 * PAD_FRAMES)."""
-    pad = np.zeros(int(PAD_SECONDS * MODEL_RATE), np.float32)
-    return normalize_utterance(log_mel(np.concatenate([pad, samples16k, pad])))
 
 
 class LinearTargets:
