@@ -49,8 +49,8 @@ FACE_RESIDUAL_MM = 3.0        # median fit distance of the aligned face above wh
 TANGENT_STIFFNESS = 3.0       # registration: sliding along the surface is this much stiffer than
 # moving along the shaped head's facing. Closest points pulled lip vertices along the lips by
 # where the mesh happened to have vertices (man_young's rim 1.42 mm p95 subdivided, 0.45
-# triangulated); lip error p95 at 1 / 3 / 10 / only-along-the-facing: test identities (36 cases)
-# 0.258 / 0.249 / - / 0.261 mm against 0.298, worst 0.82 / 0.76 / - / 0.95 against 1.42;
+# triangulated); lip error p95 on arctic_a0009's motion at 1 / 3 / 10 / only-along-the-facing:
+# test identities (36 cases) 0.258 / 0.249 / - / 0.261 mm against 0.298, worst 0.82 / 0.76 / - / 0.95 against 1.42;
 # 16 random MakeHuman faces x 4 (63 cases) 0.251 / 0.250 / 0.258 / 0.272 against 0.232, worst
 # 0.86 / 0.87 / 0.87 / 0.89 against 0.85; 16 other faces 0.206 against 0.201, worst 0.68 against 0.73
 SHARP_GAIN = 3.0              # ... times 1 + this on the lips and eyelids, where motion turns fast
