@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+MAP_REACH_MM = 0.5        # among candidate triangles, a facing mismatch costs like this much
+                          # distance (1 - cos scaled): breaks near-ties where a lip folds
 SIDE_MARGIN_MM = 2.0      # template vertices this close to both lips' seeds belong to neither
 MIN_COS_TIERS = (0.3, 0.0, None)  # closest triangle facing within ~72 degrees first, then any
                                   # facing the vertex, then any (0.65, ~50 degrees, sent
@@ -126,16 +128,17 @@ def build_map(fitted: np.ndarray, tris: np.ndarray, target: np.ndarray, target_n
     for c in np.unique(choice):
         who = np.flatnonzero(choice == c)
         sub = np.flatnonzero(tri_comp == c) if c >= 0 else np.arange(len(tris))
-        i, b, d = _map_onto(fitted, tris[sub], target[who], target_nrm[who], k)
+        i, b, d = _map_onto(fitted, tris[sub], target[who], target_nrm[who], k,
+                            MAP_REACH_MM / 1000 * scale)
         index[who], bary_out[who], dist[who] = i, b, d
     if sides is not None and target_tris is not None and len(target_tris):
         _keep_lip_sides(fitted, tris, tri_comp, target, target_nrm, target_tris, sides, k,
-                        index, bary_out, dist)
+                        index, bary_out, dist, MAP_REACH_MM / 1000 * scale)
     return index, bary_out, dist
 
 
 def _keep_lip_sides(fitted, tris, tri_comp, target, target_nrm, target_tris, sides, k, index,
-                    bary, dist):
+                    bary, dist, reach=0.0):
     """Map again, in place, the target vertices whose triangle lies on the other lip than the
     one their mesh neighbours are mapped to. Each vertex's side is the sign of its triangle's
     barycentric mix of ``sides``; the vote is its own side plus its neighbours' (twice, so a
@@ -158,11 +161,11 @@ def _keep_lip_sides(fitted, tris, tri_comp, target, target_nrm, target_tris, sid
             continue
         island = tri_comp[np.flatnonzero(np.any(sides[tris] == want, axis=1))[:1]]
         allowed = np.flatnonzero(~np.any(sides[tris] == -want, axis=1) & np.isin(tri_comp, island))
-        i, b, d = _map_onto(fitted, tris[allowed], target[who], target_nrm[who], k)
+        i, b, d = _map_onto(fitted, tris[allowed], target[who], target_nrm[who], k, reach)
         index[who], bary[who], dist[who] = i, b, d
 
 
-def _map_onto(fitted, tris, target, target_nrm, k):
+def _map_onto(fitted, tris, target, target_nrm, k, reach: float = 0.0):
     from scipy.spatial import cKDTree
 
     cen = fitted[tris].mean(1)
@@ -172,6 +175,7 @@ def _map_onto(fitted, tris, target, target_nrm, k):
     cand = cand.reshape(len(target), -1)
     n = len(target)
     best_d = np.full(n, np.inf)
+    best_score = np.full(n, np.inf)
     best_bary = np.zeros((n, 3))
     best_tri = np.zeros(n, np.int64)
     # triangles facing the same way first (MIN_COS_TIERS), then any that faces it, then any
@@ -181,9 +185,12 @@ def _map_onto(fitted, tris, target, target_nrm, k):
             t = cand[:, col]
             bary, d = _closest_on_triangles(target, fitted[tris[t, 0]], fitted[tris[t, 1]],
                                             fitted[tris[t, 2]])
+            cos = (fn[t] * target_nrm).sum(1)
             if min_cos is not None:
-                d = np.where((fn[t] * target_nrm).sum(1) > min_cos, d, np.inf)
-            better = todo & (d < best_d)
+                d = np.where(cos > min_cos, d, np.inf)
+            score = np.sqrt(d ** 2 + np.maximum(1.0 - cos, 0.0) * reach ** 2)
+            better = todo & (score < best_score)
+            best_score[better] = score[better]
             best_d[better], best_bary[better], best_tri[better] = d[better], bary[better], t[better]
         if np.isfinite(best_d).all():
             break

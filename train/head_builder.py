@@ -63,8 +63,11 @@ IDENTITIES = {
 # the face-shape space: every MakeHuman target of these groups (the whole-body blends of
 # gender, age and ancestry, and the local shapes of the head and face), as principal components
 SHAPE_GROUPS = ("macrodetails", "head", "forehead", "eyebrows", "nose", "mouth", "cheek", "chin")
-SHAPE_COMPONENTS = 80            # retargeting 24 validation faces: mean lip error 0.40 mm, 0.47
-                                 # with 40 (which keep 98 % of the targets' variance on the head)
+SHAPE_COMPONENTS = 160           # retargeting 24 validation faces: mean lip error 0.40 mm, 0.47
+# with 40 (which keep 98 % of the targets' variance on the head), at 80 components; 160 keep the
+# mouth's own targets (a fuller lower lip, a wider mouth), which the larger head shapes crowd out
+# of the first 80: fitted to the test identities' untouched meshes, man_young's lips 0.65 mm off
+# with 80 (at the lower lip's rim) against 0.19 mm with 160, and 240 do no better
 
 
 def shape_space(targets: list, remap: np.ndarray, vertices: np.ndarray) -> np.ndarray:
