@@ -346,6 +346,7 @@ def fit_shape(template: np.ndarray, tris: np.ndarray, skin: np.ndarray, componen
     a = components[:, skin].reshape(len(components), -1).T.astype(np.float64)   # (3n, S)
     a3 = a.reshape(-1, 3, len(components))
     ata = a.T @ a                     # the point-to-point rows' normal matrix when all match
+    flat = components.reshape(len(components), -1).astype(np.float64)           # (S, 3V)
     priors = [(mm / 1000) ** 2 * np.eye(len(components)) for mm in SHAPE_PRIOR_MM]
     w = np.zeros(len(components))
     shaped = template
@@ -364,13 +365,13 @@ def fit_shape(template: np.ndarray, tris: np.ndarray, skin: np.ndarray, componen
         # (where on the surface the sample lies), the distance along the normal is the misfit
         use = np.repeat(ok, 3)
         nt = target_nrm[j[ok]] @ r                                  # facing, template frame
-        along = np.einsum("nd,nds->ns", nt, a3[ok])                 # (m, S) plane rows
+        along = np.matmul(nt[:, None, :], a3[ok])[:, 0]              # (m, S) plane rows
         unused = a[~use]
         lhs = ata - unused.T @ unused + SHAPE_PLANE_WEIGHT * along.T @ along + priors[level]
-        rhs = (a[use].T @ back.reshape(-1)[use]
+        rhs = (a.T @ np.where(use, back.reshape(-1), 0.0)
                + SHAPE_PLANE_WEIGHT * along.T @ np.einsum("nd,nd->n", nt, back[ok]))
         w, last = np.linalg.solve(lhs, rhs), w
-        shaped = template + np.einsum("k,kvd->vd", w, components)
+        shaped = template + (w @ flat).reshape(template.shape)
         turns += 1
         if np.abs(w - last).max() < SHAPE_TOL or turns == SHAPE_STEPS:
             level, turns = level + 1, 0          # settled: loosen the prior
