@@ -67,9 +67,9 @@ def test_fit_imports_trains_and_evaluates(captures, tmp_path, capsys):
             assert np.abs(got.template - truth.template)[skin].max() < 1e-3
             default_lips.append(np.percentile(err[:, lips].max(1), 95))
     # measured: the default head's own shape comes back within 0.2 mm on the lips (95 % of
-    # frames) and 0.01 mm elsewhere; other identities within 0.03-0.21 mm on 99 % of skin
-    # vertices since the retargeting fits face shapes (0.6-1.3 mm without the shape fit,
-    # 0.24-0.51 mm with 40 components, no facing term and 20 turns)
+    # frames) and 0.01 mm elsewhere; other identities within 0.01-0.21 mm on 99 % of skin
+    # vertices since session 13's registration (0.03-0.21 mm before; 0.6-1.3 mm without the
+    # shape fit, 0.24-0.51 mm with 40 components, no facing term and 20 turns)
     assert default_lips and max(default_lips) < 3e-4, default_lips
     assert max(skin_p99) < 0.3e-3, skin_p99
     # rerunning reuses the imported corpus; evaluation runs on its test split

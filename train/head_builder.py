@@ -66,8 +66,9 @@ SHAPE_GROUPS = ("macrodetails", "head", "forehead", "eyebrows", "nose", "mouth",
 SHAPE_COMPONENTS = 160           # retargeting 24 validation faces: mean lip error 0.40 mm, 0.47
 # with 40 (which keep 98 % of the targets' variance on the head), at 80 components; 160 keep the
 # mouth's own targets (a fuller lower lip, a wider mouth), which the larger head shapes crowd out
-# of the first 80: fitted to the test identities' untouched meshes, man_young's lips 0.65 mm off
-# with 80 (at the lower lip's rim) against 0.19 mm with 160, and 240 do no better
+# of the first 80: with session 12's registration, man_young triangulated had a lip error p95 of
+# 1.84 mm with 80 components (his lower lip's rim registered 0.65 mm off), 0.19 mm with 160 and
+# with 240
 
 
 def shape_space(targets: list, remap: np.ndarray, vertices: np.ndarray) -> np.ndarray:
