@@ -268,3 +268,27 @@ def test_landmarks_placed_by_hand_rescue_a_turned_head(motion):
     bad = [(MARKERS[n], HEAD.vertices[swapped[n]] @ quarter.T) for n in MARKERS]
     with pytest.raises(RetargetError, match="left and right"):
         retarget(turned, faces, landmarks=bad)
+
+
+def test_map_breaks_near_ties_by_facing():
+    """Where a lip folds, two template triangles lie a fraction of a millimetre apart and face
+    60 degrees apart: a vertex takes the one facing like it, not the one 0.15 mm closer
+    (man_young mirror-split took the closer one: 1.75 mm); a clearly closer one still wins."""
+    p = np.array([0.002, -0.0002, 0.002])                 # the vertex, facing -Y
+    n_a, n_b = np.array([0.0, -1.0, 0.0]), np.array([0.0, -0.5, np.sqrt(0.75)])
+    a_pts = np.array([[0, 0, 0], [0.01, 0, 0], [0, 0, 0.01]])           # y = 0, 0.2 mm away
+    e1, e2 = np.array([1.0, 0, 0]), np.cross(n_b, [1.0, 0, 0])
+    centre = p - 0.00005 * n_b                                          # 0.05 mm away
+    b_pts = centre + 0.003 * np.array([e1, -e1 / 2 + 0.866 * e2, -e1 / 2 - 0.866 * e2])
+    fitted = np.vstack([a_pts, b_pts]).astype(np.float64)
+    tris = np.array([[0, 1, 2], [3, 4, 5]])
+    normals = vertex_normals(fitted, tris)
+    if normals[0] @ n_a < 0:
+        tris[0] = tris[0, ::-1]
+    if vertex_normals(fitted, tris)[3] @ n_b < 0:
+        tris[1] = tris[1, ::-1]
+    idx, _, dist = build_map(fitted, tris, p[None], n_a[None], 1.0)
+    assert set(idx[0]) == {0, 1, 2} and abs(dist[0] - 0.0002) < 1e-9
+    farther = p + [0.0, -0.0008, 0.0]                    # 1 mm from A, 0.45 mm from B
+    idx, _, dist = build_map(fitted, tris, farther[None], n_a[None], 1.0)
+    assert set(idx[0]) == {3, 4, 5} and abs(dist[0] - 0.00045) < 1e-6
