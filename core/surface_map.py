@@ -103,11 +103,14 @@ def build_map(fitted: np.ndarray, tris: np.ndarray, target: np.ndarray, target_n
     onto the one template island most of it lies closest to (so teeth never take the lips'),
     and with the template's ``sides`` (``lip_sides``) too, each lip vertex stays on the lip
     its mesh neighbours are on (``_keep_lip_sides``).
-    fitted (V, 3), tris (F, 3) template; target (N, 3), target_nrm (N, 3); scale unused by
-    the search (kept for callers). -> (index (N, 3), barycentric (N, 3), distance (N,))."""
+    Among candidate triangles a facing mismatch counts as distance (``MAP_REACH_MM``), so of
+    two within a fraction of a millimetre the one facing like the vertex wins.
+    fitted (V, 3), tris (F, 3) template; target (N, 3), target_nrm (N, 3); scale: target units
+    per metre. -> (index (N, 3), barycentric (N, 3), distance (N,))."""
     from scipy.spatial import cKDTree
 
     n = len(target)
+    reach = MAP_REACH_MM / 1000 * scale
     t_comp = components(len(fitted), tris)
     if target_tris is not None and len(target_tris):
         # each target island goes to the template island it lies closest to on average
@@ -128,17 +131,16 @@ def build_map(fitted: np.ndarray, tris: np.ndarray, target: np.ndarray, target_n
     for c in np.unique(choice):
         who = np.flatnonzero(choice == c)
         sub = np.flatnonzero(tri_comp == c) if c >= 0 else np.arange(len(tris))
-        i, b, d = _map_onto(fitted, tris[sub], target[who], target_nrm[who], k,
-                            MAP_REACH_MM / 1000 * scale)
+        i, b, d = _map_onto(fitted, tris[sub], target[who], target_nrm[who], k, reach)
         index[who], bary_out[who], dist[who] = i, b, d
     if sides is not None and target_tris is not None and len(target_tris):
         _keep_lip_sides(fitted, tris, tri_comp, target, target_nrm, target_tris, sides, k,
-                        index, bary_out, dist, MAP_REACH_MM / 1000 * scale)
+                        index, bary_out, dist, reach)
     return index, bary_out, dist
 
 
 def _keep_lip_sides(fitted, tris, tri_comp, target, target_nrm, target_tris, sides, k, index,
-                    bary, dist, reach=0.0):
+                    bary, dist, reach):
     """Map again, in place, the target vertices whose triangle lies on the other lip than the
     one their mesh neighbours are mapped to. Each vertex's side is the sign of its triangle's
     barycentric mix of ``sides``; the vote is its own side plus its neighbours' (twice, so a
@@ -165,7 +167,7 @@ def _keep_lip_sides(fitted, tris, tri_comp, target, target_nrm, target_tris, sid
         index[who], bary[who], dist[who] = i, b, d
 
 
-def _map_onto(fitted, tris, target, target_nrm, k, reach: float = 0.0):
+def _map_onto(fitted, tris, target, target_nrm, k, reach: float):
     from scipy.spatial import cKDTree
 
     cen = fitted[tris].mean(1)

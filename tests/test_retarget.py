@@ -163,7 +163,7 @@ KINDS = ("triangulate", "decimate", "subdivide", "mirror-split")
 # Lip error p95 with the motion of both clips (306 frames), since session 13 (160 face-shape
 # components fitted from a stiff prior to a loose one, registration only along the facing, the
 # map breaking near-ties by facing): the 32 identity x topology cases mean 0.29 mm, worst 0.89
-# (man_young subdivided; his lower lip folds the upper lip's inner edge to 0.12 mm); the default
+# (man_young subdivided; his shape folds the upper lip's inner edge to 0.12 mm); the default
 # head 0.00-0.20 mm re-meshed by a modifier, 0.22 mm remeshed (838 k vertices). Before
 # (session 12): mean 0.53 mm and five cases above 1 mm (man_old decimated 1.35, man_young
 # triangulated 1.84 and decimated 1.05, girl decimated 2.18, the remesh 1.20), the registration
@@ -282,10 +282,10 @@ def test_map_breaks_near_ties_by_facing():
     b_pts = centre + 0.003 * np.array([e1, -e1 / 2 + 0.866 * e2, -e1 / 2 - 0.866 * e2])
     fitted = np.vstack([a_pts, b_pts]).astype(np.float64)
     tris = np.array([[0, 1, 2], [3, 4, 5]])
-    normals = vertex_normals(fitted, tris)
+    normals = vertex_normals(fitted, tris)        # each vertex is on one triangle only
     if normals[0] @ n_a < 0:
         tris[0] = tris[0, ::-1]
-    if vertex_normals(fitted, tris)[3] @ n_b < 0:
+    if normals[3] @ n_b < 0:
         tris[1] = tris[1, ::-1]
     idx, _, dist = build_map(fitted, tris, p[None], n_a[None], 1.0)
     assert set(idx[0]) == {0, 1, 2} and abs(dist[0] - 0.0002) < 1e-9

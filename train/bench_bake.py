@@ -186,7 +186,7 @@ def retarget_child(tmp: str) -> None:
         return v, faces
 
     # another face's proportions make the face-shape fit turn until it settles (woman_old took
-    # the most turns of the test identities), the Speechface head's own settle at once
+    # the most turns of the test identities), the Speechface head's own settle in a few
     v, faces = dense_head(head.identity("woman_old"))
     t0 = time.perf_counter()
     retarget(v, faces)
