@@ -262,8 +262,12 @@ def warp_mel(mel: torch.Tensor, factors) -> torch.Tensor:
 
     mel (B, n_mels, M); factors (B,) floats: crop b's spectrum stretched by factors[b] (> 1:
     formants move up, as for a shorter vocal tract): bin k takes the value at f_k / factor,
-    linearly between bins, the edge bins held. -> (B, n_mels, M)."""
+    linearly between bins, the edge bins held. Rows past MelConfig.n_mels (the phone ear's,
+    ``core.phone_ear``) are not spectra and pass through unwarped. -> (B, n_mels, M)."""
     b, n, _ = mel.shape
+    if n > MelConfig.n_mels:
+        return torch.cat([warp_mel(mel[:, :MelConfig.n_mels], factors),
+                          mel[:, MelConfig.n_mels:].expand(b, -1, -1)], 1)
     hz = mel_bin_hz(n)
     f = np.asarray(factors, np.float64).reshape(b, 1)
     pos = np.interp(hz_to_mel(hz[None] / f).ravel(), hz_to_mel(hz), np.arange(n, dtype=np.float64))

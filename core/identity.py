@@ -130,7 +130,7 @@ class Fitter:
         for take in takes:
             duration = len(take.samples) / 16000
             n_model = math.ceil(duration * self.cfg.fps)
-            mel = utterance_mel(take.samples)[None]
+            mel = utterance_mel(take.samples, self.cfg.phone_ear)[None]
             codes, _ = inference_codes(mel, self.net, self.prior, n_model, 600, seed, None)
             self.codes.append(codes)                                    # (n_model + 2 ctx, H)
             self.hearings.append(closure_features(self.net, mel, n_model))   # (W, n_model, Da)

@@ -59,6 +59,9 @@ class ModelConfig:
     n_vertices: int = 4706
     fps: float = 30.0                         # native animation rate (that of the corpus)
     n_mels: int = 80
+    # a second ear trained on human speech (core/phone_ear.py): N_EAR rows of frame-wise phone
+    # evidence from CMU Sphinx's acoustic model stacked under the log-mel
+    phone_ear: bool = False
     # audio encoder: dilated 1-D convs over mel frames; the first `lookahead_layers` are centred
     audio_channels: int = 64
     audio_kernel: int = 3
@@ -140,15 +143,21 @@ def _mlp(widths, final_act=True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def input_rows(cfg: ModelConfig) -> int:
+    """Rows of the audio encoder's input: the log-mel's n_mels, plus N_EAR with phone_ear."""
+    from .phone_ear import N_EAR
+    return cfg.n_mels + (N_EAR if cfg.phone_ear else 0)
+
+
 class AudioEncoder(nn.Module):
-    """Normalised log-mel (B, n_mels, M_in) -> features (B, audio_dim, M_in - past - future) at
+    """Normalised log-mel (B, n_mels, M_in), with ``phone_ear`` N_EAR more rows under it -> features (B, audio_dim, M_in - past - future) at
     100 frames per second. Output frame j looks at input frames j .. j + past + future, i.e.
     ``past`` frames before and ``future`` frames after input frame j + past."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         k = cfg.audio_kernel
-        self.inp = nn.Conv1d(cfg.n_mels, cfg.audio_channels, k)
+        self.inp = nn.Conv1d(input_rows(cfg), cfg.audio_channels, k)
         self.convs = nn.ModuleList(nn.Conv1d(cfg.audio_channels, cfg.audio_channels, k, dilation=d)
                                    for d in cfg.audio_dilations)
         self.out = nn.Conv1d(cfg.audio_channels, cfg.audio_dim, 1)

@@ -23,7 +23,8 @@ from .arkit import ARKIT_NAMES
 from .assets import ASSETS, load_default_head
 from .audio import MODEL_RATE, load_speech, log_mel, normalize_utterance, warp_mel
 from .checkpoint import load_model
-from .model import MM, PAD_SECONDS, SEAL_POS_WEIGHT, mel_window
+from .model import MM, PAD_FRAMES, PAD_SECONDS, SEAL_POS_WEIGHT, mel_window
+from .phone_ear import ear_channels
 
 DEFAULT_CHECKPOINT = ASSETS / "default_model.safetensors"
 SILENCE_DBFS = -60.0          # a file whose loudest 25 ms stays below this is treated as silence
@@ -215,7 +216,7 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
         return Animation(float(fps), template, head.faces, head.landmarks["lip_pairs"],
                          np.zeros((n_out, cfg.rank), np.float32), basis, np.zeros_like(bias),
                          np.zeros((n_out, len(ARKIT_NAMES)), np.float32), duration)
-    mel = utterance_mel(x)[None]                                      # (1, n_mels, M)
+    mel = utterance_mel(x, cfg.phone_ear)[None]                       # (1, rows, M)
     del x
     ctx = net.decoder.ctx
     n_model = math.ceil(duration * cfg.fps) + 1            # one spare frame to interpolate into
@@ -256,12 +257,17 @@ def animate(samples, sample_rate: int | None = None, fps: float = 30.0, template
                      basis, bias, arkit.astype(np.float32), duration)
 
 
-def utterance_mel(samples16k: np.ndarray) -> torch.Tensor:
+def utterance_mel(samples16k: np.ndarray, ear: bool = False) -> torch.Tensor:
     """What the model hears of a clip: mono 16 kHz float32 (S,) with PAD_SECONDS of zeros on
-    both sides -> normalised log-mel (n_mels, M), M = (S + 2 pad) // hop + 1. Training,
-    inference and the identity fit all make it here, so none hears a clip differently."""
+    both sides -> normalised log-mel (n_mels, M), M = (S + 2 pad) // hop + 1; with ``ear``
+    (``ModelConfig.phone_ear``) the phone evidence of ``core.phone_ear`` stacked under it,
+    (n_mels + N_EAR, M). Training, inference and the identity fit all make it here, so none
+    hears a clip differently."""
     pad = np.zeros(int(PAD_SECONDS * MODEL_RATE), np.float32)
-    return normalize_utterance(log_mel(np.concatenate([pad, samples16k, pad])))
+    mel = normalize_utterance(log_mel(np.concatenate([pad, samples16k, pad])))
+    if ear:
+        mel = torch.cat([mel, ear_channels(samples16k, mel.shape[1], PAD_FRAMES)])
+    return mel
 
 
 def seal_hearings(mel: torch.Tensor) -> torch.Tensor | None:

