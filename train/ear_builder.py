@@ -32,7 +32,15 @@ N_STATES = 3
 
 
 def model_dir() -> Path:
+    """The en-us model folder of the installed pocketsphinx, which must be the pinned version
+    (requirements.txt): another release may ship other parameters."""
+    from importlib.metadata import version
+
     import pocketsphinx
+    if version("pocketsphinx") != POCKETSPHINX_VERSION:
+        raise RuntimeError(f"pocketsphinx {version('pocketsphinx')} is installed; the phone ear "
+                           f"is built from {POCKETSPHINX_VERSION} (pip install "
+                           f"pocketsphinx=={POCKETSPHINX_VERSION})")
     return Path(pocketsphinx.get_model_path()) / "en-us" / "en-us"
 
 
