@@ -180,7 +180,7 @@ def test_every_loss_term_counts_in_the_total():
     template = torch.from_numpy(head.vertices)[None].repeat(b, 1, 1)
     out = net(torch.randn(b, 80, length), rel.expand(b, -1), expr, template,
               swap=torch.roll(torch.arange(b), 1))
-    cfg = TrainConfig(phone_weight=0.5)
+    cfg = TrainConfig(phone_weight=0.5, lip_rms_weight=0.7)
     masks = {k: torch.from_numpy(v) for k, v in head.masks.items()}
     pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long()
     geo = LossGeometry(masks, units, gap_vector(pairs, units.shape[1]))
@@ -189,11 +189,32 @@ def test_every_loss_term_counts_in_the_total():
     weights = {"full": 1.0, "lips": cfg.lip_weight, "eyelids": cfg.eyelid_weight,
                "mouth_swap": 1.0, "upper_swap": 1.0, "gap": cfg.gap_weight,
                "closure": cfg.closure_weight, "seal": cfg.seal_weight, "arkit": cfg.arkit_weight,
-               "code_usage": cfg.usage_weight, "phone": cfg.phone_weight}
+               "code_usage": cfg.usage_weight, "phone": cfg.phone_weight,
+               "lip_rms": cfg.lip_rms_weight}
     assert set(losses) == set(weights) | {"total"}
     assert all(losses[k].item() > 0 for k in weights), {k: v.item() for k, v in losses.items()}
     total = sum(w * losses[k] for k, w in weights.items())
     assert torch.allclose(losses["total"], total, rtol=1e-5)
+
+
+def test_frame_rms_is_minimised_by_the_median_not_the_mean():
+    """Where a frame's truth is either shut (0 mm, 4 frames in 10) or open (8 mm, 6 in 10), the
+    squared error settles half open (the mean, 4.8 mm) and the per-frame RMS error on the
+    likelier shape (8 mm): what the lips' RMS term asks of the model."""
+    from train.losses import frame_rms
+
+    truth = torch.tensor([[0.0] * 4 + [8.0] * 6])                 # (B=1, T=10) mm
+    settled = {}
+    for name, loss in (("squared", lambda sq: sq.mean()), ("rms", frame_rms)):
+        pred = torch.tensor(2.0, requires_grad=True)
+        opt = torch.optim.Adam([pred], lr=0.05)
+        for _ in range(2000):
+            opt.zero_grad()
+            loss((pred - truth) ** 2).backward()
+            opt.step()
+        settled[name] = pred.item()
+    assert abs(settled["squared"] - 4.8) < 0.05, settled
+    assert abs(settled["rms"] - 8.0) < 0.2, settled
 
 
 def test_phone_labels_follow_the_timeline():

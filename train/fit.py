@@ -56,6 +56,8 @@ class TrainConfig:
     prior_lr: float = 3e-3
     tau: float = 1.0                  # Gumbel-softmax temperature
     lip_weight: float = 1.0           # weight of the lip-region error term (full decoding)
+    lip_rms_weight: float = 0.0       # weight of the lips' per-frame RMS error, mm (not squared;
+                                      # train.losses.frame_rms), full and swapped decodings
     eyelid_weight: float = 1.0        # weight of the eyelid-region error term (blinks)
     gap_weight: float = 1.0           # L1 on the inner-lip gap (mm)
     closure_weight: float = 0.25      # hinge on the gap where the truth is closed (2.0 shut

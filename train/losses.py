@@ -7,7 +7,8 @@ forward`` with ``swap``):
   swap_expr   audio i + expression j   -> mouth region must still match g_i (audio drives the mouth)
   swap_audio  audio j + expression i   -> upper face must still match g_i (expression drives it)
 plus an L1 term on the inner-lip gap and a hinge on it where the truth is closed (full and
-swap_expr), which is what makes lips close, a binary cross-entropy for the closure head (is
+swap_expr), which is what makes lips close, optionally the lips' per-frame RMS error (not
+squared: ``frame_rms``; full and swap_expr), a binary cross-entropy for the closure head (is
 the truth sealed in this frame?), an MSE on the 52 ARKit weights of the full
 decoding, and a code-usage term that keeps the heads from collapsing.
 
@@ -40,13 +41,14 @@ def dense_sq_error(pred: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor) -
     return (err * weight).sum(-1).mean() / weight.sum()
 
 
-def gram_sq_errors(coeffs, arkit, scale, basis: torch.nn.Linear, units_mm, weights) -> torch.Tensor:
-    """The same as ``dense_sq_error`` for several vertex weightings at once, without offsets.
+def gram_frame_sq_errors(coeffs, arkit, scale, basis: torch.nn.Linear, units_mm,
+                         weights) -> torch.Tensor:
+    """Per frame, the weighted mean squared vertex error of N decodings, without offsets.
 
     coeffs (N, B, T, K) decoder coefficients of N decodings (one per weighting); arkit
     (B, T, U) ground-truth weights of the U rows of units_mm (U, V*3): the face units, or a
     captured corpus's basis; scale (B,); basis: the model's coefficient -> offset layer;
-    weights (N, V). Returns (N,) mean weighted squared errors (mm^2)."""
+    weights (N, V). Returns (N, B, T) float64, mm^2."""
     y = torch.cat([basis.weight.T, units_mm, basis.bias[None]])           # (K+53, V*3)
     wd = weights.repeat_interleave(3, dim=1)                              # (N, V*3)
     gram = torch.einsum("ad,nd,bd->nab", y, wd, y).double()              # (N, K+53, K+53)
@@ -54,7 +56,22 @@ def gram_sq_errors(coeffs, arkit, scale, basis: torch.nn.Linear, units_mm, weigh
     z = torch.cat([coeffs, (-scale[:, None, None] * arkit).expand(n, b, t, -1),
                    coeffs.new_ones(n, b, t, 1)], -1).double()             # (N, B, T, K+53)
     per_frame = (torch.einsum("nbta,nac->nbtc", z, gram) * z).sum(-1)     # (N, B, T)
-    return (per_frame.mean((1, 2)) / weights.sum(1)).float()
+    return per_frame / weights.sum(1).double()[:, None, None]
+
+
+def gram_sq_errors(coeffs, arkit, scale, basis: torch.nn.Linear, units_mm, weights) -> torch.Tensor:
+    """The same as ``dense_sq_error`` for several vertex weightings at once, without offsets
+    (arguments as ``gram_frame_sq_errors``). Returns (N,) mean weighted squared errors (mm^2)."""
+    return gram_frame_sq_errors(coeffs, arkit, scale, basis, units_mm, weights).mean((1, 2)).float()
+
+
+def frame_rms(per_frame_sq: torch.Tensor) -> torch.Tensor:
+    """Mean over frames of the root of each frame's mean squared error: per_frame_sq (..., B, T)
+    mm^2 -> (...) mm. Unlike a mean squared error, whose minimiser under uncertainty is the
+    mean of the possible shapes (a mouth half open where it is either open or shut), its
+    minimiser is their median, which is what a per-frame error such as LVE rewards. The
+    0.01 mm^2 under the root keeps its gradient finite where a frame is exact."""
+    return (per_frame_sq + 0.01).sqrt().mean((-2, -1)).float()
 
 
 def gap_vector(pairs: torch.Tensor, n_coords: int) -> torch.Tensor:
@@ -101,9 +118,14 @@ def stage1_losses(model, out: dict, arkit, scale, neutral_gap, geo: LossGeometry
     tw = ark if target is None else _crop(target, ctx)
     full, swap_e, swap_a = (out[n]["coeffs"] for n in ("full", "swap_expr", "swap_audio"))
     ones = torch.ones_like(masks["lips"])
-    weights = torch.stack([ones, masks["lips"], masks["eyelids"], masks["mouth"], masks["upper_face"]])
-    sq = gram_sq_errors(torch.stack([full, full, full, swap_e, swap_a]), tw, scale, model.basis,
-                        units_mm, weights)
+    decodings = [full, full, full, swap_e, swap_a]
+    weights = [ones, masks["lips"], masks["eyelids"], masks["mouth"], masks["upper_face"]]
+    if cfg.lip_rms_weight > 0:          # the lips of the swapped decoding too (row 5)
+        decodings.append(swap_e)
+        weights.append(masks["lips"])
+    per_frame = gram_frame_sq_errors(torch.stack(decodings), tw, scale, model.basis, units_mm,
+                                     torch.stack(weights))                # (N, B, T') mm^2
+    sq = per_frame[:5].mean((1, 2)).float()
     gap_gt = scale[:, None] * (tw @ (units_mm @ gap_vec))                 # (B, T') mm
     w_gap = model.basis.weight.T @ gap_vec                                 # (K,)
     b_gap = model.basis.bias @ gap_vec
@@ -123,6 +145,8 @@ def stage1_losses(model, out: dict, arkit, scale, neutral_gap, geo: LossGeometry
                   pos_weight=torch.tensor(SEAL_POS_WEIGHT)),
               "arkit": (out["full"]["arkit"] - ark).pow(2).mean(),
               "code_usage": code_usage_deficit(out["a_logits"]) + code_usage_deficit(out["e_logits"])}
+    if cfg.lip_rms_weight > 0:
+        losses["lip_rms"] = frame_rms(per_frame[[1, 5]]).mean()
     if "phone_logits" in out and phone is not None:
         losses["phone"] = torch.nn.functional.cross_entropy(
             out["phone_logits"].flatten(0, 1), _crop(phone, ctx).flatten())
@@ -132,7 +156,8 @@ def stage1_losses(model, out: dict, arkit, scale, neutral_gap, geo: LossGeometry
                        + cfg.closure_weight * losses["closure"] + cfg.seal_weight * losses["seal"]
                        + cfg.arkit_weight * losses["arkit"]
                        + cfg.usage_weight * losses["code_usage"]
-                       + cfg.phone_weight * losses.get("phone", 0.0))
+                       + cfg.phone_weight * losses.get("phone", 0.0)
+                       + cfg.lip_rms_weight * losses.get("lip_rms", 0.0))
     return losses
 
 
