@@ -138,14 +138,25 @@ def test_gram_form_of_the_loss_equals_the_dense_loss():
     units = torch.from_numpy(head.units.dense().reshape(52, -1) * 1000)
     targets = LinearTargets(units)
     basis = torch.nn.Linear(8, units.shape[1])
-    coeffs = torch.randn(2, 3, 5, 8)
+    coeffs = torch.randn(3, 3, 5, 8)
     arkit, scale = torch.rand(3, 5, 52) * 0.3, torch.tensor([0.9, 1.0, 1.1])
-    masks = torch.stack([torch.from_numpy(head.masks["lips"]), torch.ones(head.n_vertices)])
+    # a region (summed over its own vertices), every vertex, and the region again (shared blocks)
+    lips = torch.from_numpy(head.masks["lips"])
+    masks = torch.stack([lips, torch.ones(head.n_vertices), lips])
     fast = gram_sq_errors(coeffs, arkit, scale, basis, units, masks)
     gt = targets.dense(arkit, scale)
-    for i in range(2):
+    for i in range(3):
         slow = dense_sq_error(basis(coeffs[i]), gt, masks[i])
         assert torch.allclose(fast[i], slow, rtol=1e-4), (fast[i], slow)
+    # and the gradients training follows
+    grads = []
+    for loss in (lambda: gram_sq_errors(coeffs, arkit, scale, basis, units, masks).sum(),
+                 lambda: sum(dense_sq_error(basis(coeffs[i]), gt, masks[i]) for i in range(3))):
+        basis.zero_grad()
+        loss().backward()
+        grads.append((basis.weight.grad.clone(), basis.bias.grad.clone()))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6 * b.abs().max()), (a - b).abs().max()
     pairs = torch.from_numpy(head.landmarks["lip_pairs"]).long()
     g = gap_vector(pairs, units.shape[1])
     # the gap functional is the rig's lip gap: of template + offsets, minus the template's
