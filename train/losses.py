@@ -50,12 +50,14 @@ class GramErrors:
     model's basis and bias ((K+1, V*3)), z_p = [c, 1] and z_u = -s w, a frame's error is
     z_p' PP z_p + 2 z_p' PU z_u + z_u' UU z_u with the weighted Gram blocks PP = P D P',
     PU = P D U', UU = U D U' (D the weighting on the coordinates). UU is fixed, so it is made
-    once here, and each weighting's blocks are summed over only the coordinates it weighs
-    (the lips are 385 of 4706 vertices): about 7x less work per step than one Gram matrix of
-    [W; U; b] over every coordinate for each weighting, and the same numbers."""
+    once here, each weighting's blocks are summed over only the coordinates it weighs (the
+    lips are 385 of 4706 vertices), and a weighting that repeats one shares its blocks. For
+    the six weightings of a training batch, forward and backward took 235 ms on one thread
+    as one Gram matrix of [W; U; b] over every coordinate per weighting, and 70-80 ms so,
+    for the same numbers."""
 
     def __init__(self, units_mm: torch.Tensor, weights: torch.Tensor):
-        self.units_mm, self.weights = units_mm, weights
+        self.units_mm = units_mm
         # a weighting that repeats an earlier one shares its blocks (same_as: that row)
         self.same_as = [next(j for j in range(i + 1) if torch.equal(weights[j], w))
                         for i, w in enumerate(weights)]
@@ -158,7 +160,7 @@ def stage1_losses(model, out: dict, arkit, scale, neutral_gap, geo: LossGeometry
     phone indices, used when the model has a phone head and ``cfg.phone_weight`` > 0;
     target (B, T, Kt): the weights of ``geo.units_mm`` that give the true offsets (the ARKit
     weights when None; a captured corpus's dense coefficients)."""
-    masks, units_mm, gap_vec = geo.masks, geo.units_mm, geo.gap_vec
+    units_mm, gap_vec = geo.units_mm, geo.gap_vec
     ctx = model.decoder.ctx
     ark = _crop(arkit, ctx)
     tw = ark if target is None else _crop(target, ctx)
